@@ -1,0 +1,170 @@
+"""Functional ops (as torch.nn.functional). The fused ones (cross_entropy, layer_norm, rms_norm) keep a
+hand-derived backward beside the forward; tests check each against the same op composed from primitives.
+
+Convention: class / feature dimension last, e.g. logits (..., V) with targets (...). For 2-D input this is
+exactly PyTorch's; for (B, L, V) PyTorch would want (B, V, L) — we keep the layout models actually produce.
+"""
+import numpy as np
+
+from .tensor import Tensor, where
+from . import random as _random
+
+
+def softmax(x, axis=-1):
+    return x.softmax(axis)
+
+
+def log_softmax(x, axis=-1):
+    return x.log_softmax(axis)
+
+
+def relu(x):
+    return x.relu()
+
+
+def gelu(x):
+    return x.gelu()
+
+
+def cross_entropy(logits, targets, reduction="mean", ignore_index=-100, weight=None):
+    """Softmax cross-entropy, fused: loss_i = logsumexp(z_i) - z_i[y_i] = -log softmax(z_i)[y_i].
+
+    logits (..., V) Tensor; targets (...) integer array; positions whose target == ignore_index get zero loss
+    and zero gradient. weight (V,) rescales each class (as PyTorch); 'mean' divides by the summed weight of
+    the counted targets (their number when weight is None). reduction: 'none' (...), 'sum' or 'mean' ().
+    Backward of the per-position loss: dz = g * (softmax(z) - onehot(y)).
+    """
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"cross_entropy: targets must be integer class indices, got {targets.dtype}")
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"cross_entropy: logits {logits.shape} need targets of shape {logits.shape[:-1]}, "
+                         f"got {targets.shape}")
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"cross_entropy: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    V = logits.shape[-1]
+    counted = targets != ignore_index
+    if np.any(counted & ((targets < 0) | (targets >= V))):
+        raise IndexError(f"cross_entropy: a target is outside [0, {V}) (ignore_index={ignore_index})")
+    y = np.where(counted, targets, 0)[..., None]
+    w = counted.astype(logits.dtype)
+    if weight is not None:
+        w = w * np.asarray(weight.data if isinstance(weight, Tensor) else weight, dtype=logits.dtype)[y[..., 0]]
+
+    z = logits.data
+    shifted = z - z.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = (lse - np.take_along_axis(shifted, y, axis=-1))[..., 0] * w
+
+    def backward(g):
+        dz = np.exp(shifted - lse)                    # softmax(z)
+        np.put_along_axis(dz, y, np.take_along_axis(dz, y, axis=-1) - 1, axis=-1)  # minus onehot(y)
+        return (dz * (g * w)[..., None],)
+    losses = Tensor._make(loss, (logits,), "cross_entropy", backward)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() * (1.0 / max(float(w.sum()), 1e-12))
+
+
+def _check_last_dim(op, x, normalized_shape):
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if normalized_shape != x.shape[-1:]:
+        raise ValueError(f"{op}: normalized_shape {normalized_shape} must be the last dimension of {x.shape}")
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis (Ba et al. 2016), fused.
+
+    With xhat = (x - mean) * r, r = 1/sqrt(var + eps), and gh = g * weight, the input gradient is
+        dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
+    (the two means remove the directions that shifting and rescaling x cannot change).
+    """
+    _check_last_dim("layer_norm", x, normalized_shape)
+    a = x.data
+    mu = a.mean(axis=-1, keepdims=True)
+    r = 1.0 / np.sqrt(((a - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+    xhat = (a - mu) * r
+    wd = None if weight is None else weight.data
+
+    def backward(g):
+        gh = g if wd is None else g * wd
+        dx = r * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
+        return dx, (None if weight is None else g * xhat), (None if bias is None else g)
+    out = xhat if wd is None else xhat * wd
+    out = out if bias is None else out + bias.data
+    parents = (x,) + tuple(p if p is not None else Tensor(0.0) for p in (weight, bias))
+    return Tensor._make(out, parents, "layer_norm", backward)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang & Sennrich 2019), fused.
+
+    With xhat = x * r, r = 1/sqrt(mean(x^2) + eps), and gh = g * weight:  dx = r * (gh - xhat * mean(gh * xhat)).
+    eps=None means the dtype's machine epsilon, as torch.nn.functional.rms_norm.
+    """
+    _check_last_dim("rms_norm", x, normalized_shape)
+    a = x.data
+    eps = np.finfo(a.dtype).eps if eps is None else eps
+    r = 1.0 / np.sqrt((a * a).mean(axis=-1, keepdims=True) + float(eps))
+    xhat = a * r
+    wd = None if weight is None else weight.data
+
+    def backward(g):
+        gh = g if wd is None else g * wd
+        return r * (gh - xhat * (gh * xhat).mean(axis=-1, keepdims=True)), (None if wd is None else g * xhat)
+    parents = (x, weight if weight is not None else Tensor(0.0))
+    return Tensor._make(xhat if wd is None else xhat * wd, parents, "rms_norm", backward)
+
+
+def embedding(indices, weight):
+    """Rows of weight (V, D) picked by integer indices (...): out (..., D) = weight[indices]."""
+    indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"embedding: indices must be integers, got {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+        raise IndexError(f"embedding: index out of range for a table of {weight.shape[0]} rows")
+    return weight[indices]
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout); identity in eval."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = (_random.generator().random(x.shape) >= p).astype(x.dtype) * (1.0 / (1 - p))
+    return x * keep
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, training=True):
+    """softmax(q k^T * scale + mask) v, composed from primitives (Vaswani et al. 2017); as PyTorch's.
+
+    query (..., Lq, E), key (..., Lk, E), value (..., Lk, Ev) -> (..., Lq, Ev). Bidirectional by default.
+    attn_mask: boolean, True = may attend (PyTorch's meaning), broadcast to (..., Lq, Lk) — a key-padding
+    mask is keep[:, None, None, :]; or a float mask added to the scores. is_causal: query i sees keys <= i.
+    """
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: q {query.shape}, k {key.shape}, v {value.shape} "
+                         "do not fit (need q[..., E], k[..., Lk, E], v[..., Lk, Ev])")
+    scale = 1.0 / np.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * float(scale)
+    Lq, Lk = query.shape[-2], key.shape[-2]
+    keep = np.tril(np.ones((Lq, Lk), dtype=bool)) if is_causal else None
+    if attn_mask is not None:
+        m = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
+        if m.dtype == bool:
+            keep = m if keep is None else keep & m
+        else:
+            scores = scores + m.astype(scores.dtype)
+    if keep is not None:  # the most negative finite number: a fully masked row stays finite (uniform)
+        scores = where(keep, scores, float(np.finfo(scores.dtype).min))
+    weights = scores.softmax(-1)
+    weights = dropout(weights, dropout_p, training)
+    return weights @ value
+
+
+__all__ = ["softmax", "log_softmax", "relu", "gelu", "cross_entropy", "layer_norm", "rms_norm", "embedding",
+           "dropout", "scaled_dot_product_attention"]

@@ -1,0 +1,121 @@
+"""Optimizers (as torch.optim): PyTorch's update rules and defaults, updating weights in place."""
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        self.lr = lr
+        self.step_count = 0
+        self.state = {}  # name -> list of arrays, one per parameter (momentum, Adam moments)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def _buffers(self, name):
+        if name not in self.state:
+            self.state[name] = [np.zeros_like(p.data) for p in self.params]
+        return self.state[name]
+
+    def state_dict(self):
+        """Plain arrays and numbers only (an .npz can hold it): 'lr', 'step_count', '<buffer>.<i>'."""
+        out = {"lr": np.array(self.lr), "step_count": np.array(self.step_count)}
+        for name, bufs in self.state.items():
+            out.update({f"{name}.{i}": b.copy() for i, b in enumerate(bufs)})
+        return out
+
+    def load_state_dict(self, state):
+        self.lr, self.step_count = float(state["lr"]), int(state["step_count"])
+        names = {key.rsplit(".", 1)[0] for key in state if "." in key}
+        for name in names:
+            bufs = [np.array(state[f"{name}.{i}"]) for i in range(len(self.params))]
+            for b, p in zip(bufs, self.params):
+                if b.shape != p.shape:
+                    raise ValueError(f"optimizer state {name}: shape {b.shape} for a parameter of shape {p.shape}")
+            self.state[name] = [b.astype(p.dtype) for b, p in zip(bufs, self.params)]
+
+
+class SGD(Optimizer):
+    """p -= lr * v,  v = momentum * v + (grad + weight_decay * p)  (PyTorch's form of momentum)."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def step(self):
+        self.step_count += 1
+        velocity = self._buffers("momentum") if self.momentum else [None] * len(self.params)
+        for p, v in zip(self.params, velocity):
+            if p.grad is None:
+                continue
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if v is not None:
+                v *= self.momentum
+                v += g
+                g = v
+            p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction:
+        m = b1 m + (1-b1) g,   v = b2 v + (1-b2) g^2,
+        p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps).
+    weight_decay adds weight_decay * p to g (L2, as torch.optim.Adam); AdamW decouples it instead.
+    """
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def step(self):
+        self.step_count += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+        for p, m, v in zip(self.params, self._buffers("exp_avg"), self._buffers("exp_avg_sq")):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if self.weight_decay and self.decoupled:
+                p.data *= 1 - self.lr * self.weight_decay   # AdamW: shrink the weight, not the gradient
+            elif self.weight_decay:
+                g = g + self.weight_decay * p.data
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p.data -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p *= 1 - lr * wd before the Adam step."""
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale all gradients in place so their joint L2 norm is at most max_norm; returns the norm before."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    if total > max_norm:
+        for g in grads:
+            g *= max_norm / (total + 1e-6)
+    return total
+
+
+def warmup_decay(step, total_steps, warmup_steps=0, decay="cosine", min_ratio=0.0):
+    """Learning-rate multiplier at `step`: linear warmup to 1, then cosine or linear decay to min_ratio."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+    return min_ratio + (1 - min_ratio) * shape
