@@ -1,0 +1,19 @@
+"""Train the smallest denoiser: a 2-layer MLP on [one-hot(xt), t] (the classic minimal script).
+
+    python scripts/train_minimal.py
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from diffusion.cli import run  # noqa: E402
+from diffusion.models import MLPDenoiser  # noqa: E402
+
+
+def make_model(args):
+    return MLPDenoiser(L=args.L, hidden=512)
+
+
+if __name__ == "__main__":
+    run(__doc__.splitlines()[0], make_model, steps=3000, batch_size=128, lr=3e-3, out="mlp.npz")
