@@ -91,6 +91,10 @@ def _axes(axis, ndim):
 
 
 class Tensor:
+    # NumPy must not handle `ndarray/np.float64 <op> Tensor` itself (it would build an object array of 0-d
+    # Tensors, cut off from the graph): None makes it return NotImplemented, so Python calls our __r*__ op.
+    __array_ufunc__ = None
+
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_array(data, dtype)
         if requires_grad and not np.issubdtype(self.data.dtype, np.floating):
@@ -235,14 +239,19 @@ class Tensor:
         other = self._lift(other)
         if self.ndim == 0 or other.ndim == 0:
             raise ValueError(f"matmul: both operands need at least 1 dimension, got {self.shape} @ {other.shape}")
+        inner = other.shape[-2] if other.ndim > 1 else other.shape[0]
+        if self.shape[-1] != inner:  # checked before the 1-D reshapes below, so the message shows the caller's shapes
+            raise ValueError(f"matmul: {self.shape} @ {other.shape}: inner dimensions {self.shape[-1]} and "
+                             f"{inner} differ")
         if self.ndim == 1:   # NumPy's rule: a vector on the left is a (1, n) row, then the row axis is dropped
             out = self.reshape(1, -1) @ other
-            return out.reshape(*out.shape[:-2], out.shape[-1])
+            # vector @ vector: out is (1,) here (the right vector's column axis is already dropped) -> a scalar
+            return out.reshape(*out.shape[:-2], out.shape[-1]) if other.ndim > 1 else out.reshape(())
         if other.ndim == 1:  # ... and on the right a (n, 1) column
             return (self @ other.reshape(-1, 1)).reshape(*self.shape[:-1])
-        if self.shape[-1] != other.shape[-2]:
-            raise ValueError(f"matmul: {self.shape} @ {other.shape}: inner dimensions {self.shape[-1]} and "
-                             f"{other.shape[-2]} differ")
+        if self.ndim > 2 and other.ndim == 2:  # (..., n, k) @ (k, m): one big 2-D GEMM beats many small ones
+            out = self.reshape(-1, self.shape[-1]) @ other
+            return out.reshape(*self.shape[:-1], other.shape[-1])
         _broadcast_shape("matmul (batch dimensions)", self.shape[:-2], other.shape[:-2])
         a, b = self.data, other.data
 
@@ -271,7 +280,7 @@ class Tensor:
         """GELU, tanh approximation (GPT-2): y = x/2 (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
         Fused: dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2), with t = tanh(u)."""
         x, c = self.data, math.sqrt(2 / math.pi)
-        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        t = np.tanh(c * (x + 0.044715 * x * x * x))
 
         def backward(g):
             return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)),)
