@@ -125,7 +125,20 @@ def embedding(indices, weight):
         raise TypeError(f"embedding: indices must be integers, got {indices.dtype}")
     if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
         raise IndexError(f"embedding: index out of range for a table of {weight.shape[0]} rows")
-    return weight[indices]
+    flat = indices.ravel()
+
+    def backward(g):
+        """Row v of the gradient is the sum of g over the positions that looked up v. Sorting the positions
+        by index makes each row's positions contiguous, and np.add.reduceat sums each run in one pass:
+        the same sums as np.add.at(grad, flat, g), several times faster."""
+        grad = np.zeros_like(weight.data)
+        if flat.size:
+            order = np.argsort(flat, kind="stable")
+            rows = flat[order]
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            grad[rows[starts]] = np.add.reduceat(g.reshape((flat.size,) + weight.shape[1:])[order], starts, axis=0)
+        return (grad,)
+    return Tensor._make(weight.data[indices], (weight,), "embedding", backward)
 
 
 def dropout(x, p=0.5, training=True):

@@ -149,22 +149,23 @@ class MultiHeadSelfAttention(Module):
     """Self-attention with `num_heads` heads over x (B, L, D); bidirectional unless causal=True.
 
     forward(x, key_padding_mask=None): key_padding_mask (B, L) bool, True = padding to ignore (as
-    torch.nn.MultiheadAttention). One Linear makes q, k, v; heads are a reshape, not a loop.
+    torch.nn.MultiheadAttention). Heads are a reshape, not a loop.
     """
 
     def __init__(self, dim, num_heads, causal=False, dropout=0.0, dtype=np.float32):
         if dim % num_heads:
             raise ValueError(f"MultiHeadSelfAttention: dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.causal, self.p = num_heads, causal, dropout
-        self.qkv = Linear(dim, 3 * dim, dtype=dtype)
+        self.query = Linear(dim, dim, dtype=dtype)
+        self.key = Linear(dim, dim, dtype=dtype)
+        self.value = Linear(dim, dim, dtype=dtype)
         self.proj = Linear(dim, dim, dtype=dtype)
         self.dropout = Dropout(dropout)
 
     def forward(self, x, key_padding_mask=None):
         B, L, D = x.shape
         H = self.num_heads
-        qkv = self.qkv(x).reshape(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, L, D/H)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = (lin(x).reshape(B, L, H, D // H).permute(0, 2, 1, 3) for lin in (self.query, self.key, self.value))
         mask = None if key_padding_mask is None else ~np.asarray(key_padding_mask, dtype=bool)[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                            dropout_p=self.p, training=self.training)

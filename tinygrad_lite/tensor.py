@@ -277,14 +277,20 @@ class Tensor:
         return Tensor._make(np.maximum(a, 0), (self,), "relu", lambda g: (g * (a > 0),))
 
     def gelu(self):
-        """GELU, tanh approximation (GPT-2): y = x/2 (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
-        Fused: dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2), with t = tanh(u)."""
+        """GELU, tanh approximation (GPT-2): y = x (1 + tanh(u)) / 2,  u = c (x + 0.044715 x^3),  c = sqrt(2/pi).
+
+        Fused. Since (1 + tanh(u)) / 2 = sigmoid(2u) = s, y = x s, and the derivative is
+            dy/dx = s + x s (1 - s) 2 du/dx,   du/dx = c (1 + 3 * 0.044715 x^2).
+        (sigmoid through exp is about twice as fast as np.tanh in float32.)"""
         x, c = self.data, math.sqrt(2 / math.pi)
-        t = np.tanh(c * (x + 0.044715 * x * x * x))
+        x2 = x * x
+        with np.errstate(over="ignore"):                     # exp(+large) = inf gives s = 0: the right limit
+            s = 1.0 / (1.0 + np.exp(x * (-2 * c - 2 * c * 0.044715 * x2)))
 
         def backward(g):
-            return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)),)
-        return Tensor._make(0.5 * x * (1 + t), (self,), "gelu", backward)
+            du2 = x2 * (2 * c * 3 * 0.044715) + 2 * c        # 2 du/dx
+            return (g * (s + x * s * (1.0 - s) * du2),)
+        return Tensor._make(x * s, (self,), "gelu", backward)
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
