@@ -4,6 +4,8 @@
 Bad input ends with one line on stderr and exit code 2, never a traceback.
 """
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -16,7 +18,7 @@ from .loss import OBJECTIVES
 from .metrics import format_report, sample_report
 from .sampler import sample
 from .schedule import SCHEDULES, get_schedule
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, TrainingStopped, train
 
 SWEEP = (0.5, 0.8, 1.0, 1.5)
 
@@ -56,6 +58,9 @@ def trainer_parser(description, **defaults):
     p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"])
     p.add_argument("--warmup", type=_number(int, 0, True, "a whole number"), default=d["warmup"],
                    help="linear warmup steps, then cosine decay")
+    p.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"], help="max global gradient norm")
+    p.add_argument("--min-lr-ratio", type=nonnegative_float, default=d["min_lr_ratio"],
+                   help="final learning rate as a fraction of --lr")
     p.add_argument("--seed", type=int, default=d["seed"], help="seeds init, batches, noise and sampling")
     p.add_argument("--objective", choices=OBJECTIVES, default=d["objective"],
                    help="'nelbo': the ELBO-weighted loss; 'simple': plain masked cross-entropy")
@@ -66,6 +71,11 @@ def trainer_parser(description, **defaults):
     p.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
     p.add_argument("--sample-steps", type=positive_int, default=d["sample_steps"], help="sampler steps (default L)")
     p.add_argument("--log-every", type=positive_int, default=d["log_every"])
+    p.add_argument("--json", default=None, help="also write the figures printed at the end to this JSON file")
+    p.add_argument("--save-every", type=_number(int, 0, True, "a whole number"), default=0,
+                   help="also save the checkpoint every N steps (0: only at the end or on Ctrl-C)")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue a run from its checkpoint (its saved settings win over the flags)")
     return p
 
 
@@ -84,40 +94,84 @@ def load_data(args):
 
 
 def report_samples(model, data, args, temperatures=SWEEP, show=20):
-    """Print names at temperature 1.0 with their quality figures, then a temperature sweep."""
+    """Print names and their quality figures at each temperature; returns the figures as a list of dicts."""
     steps = args.sample_steps or model.L
     if steps > model.L:
         fail(f"--sample-steps must be at most L={model.L}, got {steps}")
+    test_names = [decode(r) for r in data.test]
+    rows = []
     for temperature in temperatures:
         t0 = time.perf_counter()
         out = sample(model, args.num_samples, steps=steps, temperature=temperature, seed=args.seed)
+        seconds = time.perf_counter() - t0
         names = [decode(row) for row in out.tokens]
-        quality = format_report(sample_report(names, data.train_names, [decode(r) for r in data.test]))
-        print(f"T={temperature:<4} {quality}  ({out.network_calls} network calls, "
-              f"{time.perf_counter() - t0:.2f}s for {len(names)})  e.g. {' '.join(names[:8])}")
+        quality = sample_report(names, data.train_names, test_names)
+        print(f"T={temperature:<4} {format_report(quality)}  ({out.network_calls} network calls, "
+              f"{seconds:.2f}s for {len(names)})  e.g. {' '.join(names[:8])}")
         if temperature == 1.0 and show:
             print("  samples at T=1.0:", " ".join(names[8:8 + show]))
+        rows.append(dict(temperature=temperature, seconds=seconds, network_calls=out.network_calls,
+                         examples=names[:8 + show], **quality))
+    return rows
+
+
+def _resume(args):
+    """Model, TrainConfig, start step and optimizer state from a checkpoint written by an interrupted run."""
+    try:
+        model, meta, optimizer_state = checkpoint.load(args.resume)
+    except checkpoint.CheckpointError as e:
+        fail(str(e))
+    saved = meta["extra"].get("train")
+    if saved is None or "engine_rng" not in meta["extra"]:
+        fail(f"{args.resume}: this checkpoint has no training state to resume from")
+    tl.random.set_state(meta["extra"]["engine_rng"])
+    print(f"resuming {args.resume} at step {meta['step']} of {saved['steps']}")
+    return model, TrainConfig(**saved), meta["step"], optimizer_state
 
 
 def run(description, make_model, **defaults):
     """The whole main job for one denoiser. make_model(args) builds it. Returns (model, data, args)."""
     args = trainer_parser(description, **defaults).parse_args()
     data = load_data(args)
-    if args.batch_size > len(data.train):
-        fail(f"--batch-size {args.batch_size} is larger than the {len(data.train)} training names")
-    tl.manual_seed(args.seed)
-    model = make_model(args)
+    if args.resume:
+        model, cfg, start_step, optimizer_state = _resume(args)
+    else:
+        tl.manual_seed(args.seed)
+        model = make_model(args)
+        cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
+        start_step, optimizer_state = 0, None
+    if cfg.batch_size > len(data.train):
+        fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
+    if model.L != data.L:
+        fail(f"the checkpoint's model has L={model.L}, but --L is {data.L}")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
-    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
-    result = train(model, data.train, cfg)
-    print(f"trained {cfg.steps} steps in {result['seconds']:.1f}s")
-    schedule = get_schedule(args.schedule)
+
+    def save(step, optimizer, **figures):
+        checkpoint.save(args.out, model, optimizer, step,
+                        extra=dict(train=cfg.__dict__, engine_rng=tl.random.get_state(), **figures))
+    try:
+        result = train(model, data.train, cfg, start_step=start_step, optimizer_state=optimizer_state,
+                       save=save, save_every=args.save_every)
+    except TrainingStopped as e:
+        if not e.interrupted:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        script = os.path.relpath(sys.argv[0])
+        print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out} "
+              f"--out {args.out}", file=sys.stderr)
+        sys.exit(130)
+    print(f"trained {cfg.steps - start_step} steps in {result['seconds']:.1f}s")
     t0 = time.perf_counter()
-    ev = nelbo(model, data.test, schedule, seed=args.seed)
+    ev = nelbo(model, data.test, get_schedule(cfg.schedule), seed=cfg.seed)
+    unigram = unigram_nll(data.train, data.test)
     print(f"test NELBO {ev['nelbo']:.4f} ± {ev['se']:.4f} nats/char ({ev['method']}, {ev['repeats']} repeats, "
-          f"{time.perf_counter() - t0:.1f}s);  unigram baseline {unigram_nll(data.train, data.test):.4f}")
-    checkpoint.save(args.out, model, result["optimizer"], cfg.steps,
-                    extra=dict(test_nelbo=ev["nelbo"], test_se=ev["se"], train=cfg.__dict__))
+          f"{time.perf_counter() - t0:.1f}s);  unigram baseline {unigram:.4f}")
+    save(cfg.steps, result["optimizer"], test_nelbo=ev["nelbo"], test_se=ev["se"])
     print(f"saved {args.out}")
-    report_samples(model, data, args)
+    sweep = report_samples(model, data, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(model=model.config, parameters=model.num_parameters(), train=cfg.__dict__,
+                           train_seconds=result["seconds"], history=result["history"], test=ev,
+                           unigram=unigram, sweep=sweep), f, indent=1)
     return model, data, args

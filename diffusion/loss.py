@@ -4,6 +4,9 @@
     NELBO(x0) = E_{t ~ U[0,1]} E_{xt ~ q(.|x0)} [ w(t) * sum_{i masked in xt} -log p(x0_i | xt) ],
     w(t) = -alpha'(t) / (1 - alpha(t)).
   Only masked positions count: under SUBS an unmasked position is copied, so it costs nothing.
+'exact_k': the same NELBO through the exact identity for denoisers without time input (Ou et al. 2024):
+    NELBO(x0) = L * E_{k ~ U{1..L}} E_{|M| = k} [ (1/k) sum_{i in M} -log p(x0_i | x0 with M masked) ],
+  with k stratified across the batch: exactly k masks instead of a random count, so less noise per step.
 'simple': the classic script's objective, the mean cross-entropy over masked positions with no weight.
   Not a likelihood bound; offered so the two can be compared.
 """
@@ -13,9 +16,9 @@ from tinygrad_lite import Tensor
 from tinygrad_lite import functional as F
 
 from .data import chars_per_name
-from .process import q_sample, sample_times
+from .process import mask_exactly, q_sample, sample_times
 
-OBJECTIVES = ("nelbo", "simple")
+OBJECTIVES = ("nelbo", "exact_k", "simple")
 
 
 def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
@@ -24,13 +27,22 @@ def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
     The second value is the batch's NELBO estimate whatever the objective, so runs can be compared."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
-    t = sample_times(x0.shape[0], rng)
-    xt, masked = q_sample(x0, t, schedule, rng)
+    B, L = x0.shape
+    if objective == "exact_k":
+        if model.time_input:
+            raise ValueError("objective 'exact_k' needs a denoiser without time input")
+        k = 1 + np.floor(sample_times(B, rng) * L).astype(np.int64)          # stratified over 1..L
+        t, (xt, masked) = None, mask_exactly(x0, k, rng)
+        row_weight = L / k
+    else:
+        t = sample_times(B, rng)
+        xt, masked = q_sample(x0, t, schedule, rng)
+        row_weight = schedule.weight(t)
     logits = model(xt, t if model.time_input else None)                       # (B, L, 27)
     ce = F.cross_entropy(logits, np.where(masked, x0, -100), reduction="none")  # (B, L), 0 where unmasked
-    weight = (schedule.weight(t)[:, None] * masked).astype(ce.dtype)           # w(t) on masked positions
+    weight = (row_weight[:, None] * masked).astype(ce.dtype)                   # the weight on masked positions
     nelbo = (ce * Tensor(weight)).sum() * (1.0 / chars_per_name(x0).sum())
-    if objective == "nelbo":
+    if objective in ("nelbo", "exact_k"):
         return nelbo, nelbo.item()
     simple = ce.sum() * (1.0 / max(int(masked.sum()), 1))
     return simple, nelbo.item()

@@ -76,8 +76,6 @@ class TransformerDenoiser(Denoiser):
         super().__init__("transformer", L, time_input, dim=dim, layers=layers, heads=heads, dropout=dropout)
         self.tok = nn.Embedding(VOCAB_SIZE, dim)
         self.pos = nn.Embedding(L, dim)
-        for emb in (self.tok, self.pos):  # GPT-2's small init: embeddings N(0, 0.02)
-            emb.weight.data *= 0.02
         self.time = nn.Linear(1, dim) if time_input else None
         self.blocks = [nn.TransformerBlock(dim, heads, dropout=dropout) for _ in range(layers)]
         self.ln_f = nn.LayerNorm(dim)
