@@ -14,7 +14,7 @@ import tinygrad_lite as tl
 from . import checkpoint
 from .data import NamesData, NamesFileError, decode, DEFAULT_NAMES
 from .likelihood import nelbo, unigram_nll
-from .loss import OBJECTIVES
+from .loss import OBJECTIVES, diffusion_loss
 from .metrics import format_report, sample_report
 from .sampler import sample
 from .schedule import SCHEDULES, get_schedule
@@ -129,9 +129,9 @@ def _resume(args):
     return model, TrainConfig(**saved), meta["step"], optimizer_state
 
 
-def run(description, make_model, **defaults):
-    """The whole main job for one denoiser. make_model(args) builds it. Returns (model, data, args)."""
-    args = trainer_parser(description, **defaults).parse_args()
+def prepare(args, make_model):
+    """Data, then the model and its TrainConfig: fresh (seeded) or resumed from --resume.
+    Returns (data, model, cfg, start_step, optimizer_state)."""
     data = load_data(args)
     if args.resume:
         model, cfg, start_step, optimizer_state = _resume(args)
@@ -145,12 +145,18 @@ def run(description, make_model, **defaults):
     if model.L != data.L:
         fail(f"the checkpoint's model has L={model.L}, but --L is {data.L}")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
+    return data, model, cfg, start_step, optimizer_state
 
+
+def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None):
+    """Train with periodic/interrupt saves to args.out. Ctrl-C: save, print how to resume, exit 130; a
+    non-finite loss: one line, exit 1. Returns (train result, save) where save(step, optimizer, **figures)
+    writes the checkpoint again with extra figures."""
     def save(step, optimizer, **figures):
         checkpoint.save(args.out, model, optimizer, step,
                         extra=dict(train=cfg.__dict__, engine_rng=tl.random.get_state(), **figures))
     try:
-        result = train(model, data.train, cfg, start_step=start_step, optimizer_state=optimizer_state,
+        result = train(model, data.train, cfg, loss_fn, start_step=start_step, optimizer_state=optimizer_state,
                        save=save, save_every=args.save_every)
     except TrainingStopped as e:
         if not e.interrupted:
@@ -161,8 +167,20 @@ def run(description, make_model, **defaults):
               f"--out {args.out}", file=sys.stderr)
         sys.exit(130)
     print(f"trained {cfg.steps - start_step} steps in {result['seconds']:.1f}s")
+    return result, save
+
+
+def run(description, make_model, **defaults):
+    """The whole main job for one denoiser. make_model(args) builds it. Returns (model, data, args)."""
+    args = trainer_parser(description, **defaults).parse_args()
+    data, model, cfg, start_step, optimizer_state = prepare(args, make_model)
+    schedule = get_schedule(cfg.schedule)
+
+    def loss_fn(model, x0, rng):
+        return diffusion_loss(model, x0, schedule, rng, cfg.objective)
+    result, save = fit(args, model, cfg, data, loss_fn, start_step, optimizer_state)
     t0 = time.perf_counter()
-    ev = nelbo(model, data.test, get_schedule(cfg.schedule), seed=cfg.seed)
+    ev = nelbo(model, data.test, schedule, seed=cfg.seed)
     unigram = unigram_nll(data.train, data.test)
     print(f"test NELBO {ev['nelbo']:.4f} ± {ev['se']:.4f} nats/char ({ev['method']}, {ev['repeats']} repeats, "
           f"{time.perf_counter() - t0:.1f}s);  unigram baseline {unigram:.4f}")

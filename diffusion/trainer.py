@@ -64,16 +64,23 @@ class _CtrlC:
         return False
 
 
-def train(model, x_train, cfg, log=print, start_step=0, optimizer_state=None, save=None, save_every=0):
+def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_state=None, save=None,
+          save_every=0, metric="nelbo"):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
+    loss_fn(model, x0, rng) -> (loss Tensor, figure to log in nats/char, named `metric` in the log);
+    default: the diffusion loss with cfg.schedule and cfg.objective.
     save(step, optimizer) is called every save_every steps, at the end, and before stopping on Ctrl-C.
     Returns dict(history, seconds, optimizer); history holds (step, mean training NELBO nats/char since the
     previous log line). Raises TrainingStopped on Ctrl-C (after saving) or on a non-finite loss/gradient
     (without saving: the last good checkpoint stays)."""
     if cfg.batch_size > len(x_train):
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(x_train)} training names")
-    schedule = get_schedule(cfg.schedule)
+    if loss_fn is None:
+        schedule = get_schedule(cfg.schedule)
+
+        def loss_fn(model, x0, rng):
+            return diffusion_loss(model, x0, schedule, rng, cfg.objective)
     opt = optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
@@ -84,7 +91,7 @@ def train(model, x_train, cfg, log=print, start_step=0, optimizer_state=None, sa
             rng = np.random.default_rng([cfg.seed, step, 1])          # this step's noise: t and the masks
             opt.lr = cfg.lr * optim.warmup_decay(step - 1, cfg.steps, cfg.warmup, "cosine", cfg.min_lr_ratio)
             x0 = x_train[batch_indices(len(x_train), cfg.batch_size, cfg.seed, step)]
-            loss, nelbo = diffusion_loss(model, x0, schedule, rng, cfg.objective)
+            loss, figure = loss_fn(model, x0, rng)
             opt.zero_grad()
             loss.backward()
             grad_norm = optim.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -92,12 +99,12 @@ def train(model, x_train, cfg, log=print, start_step=0, optimizer_state=None, sa
                 raise TrainingStopped(f"step {step}: the loss ({loss.item()}) or gradient norm ({grad_norm}) is "
                                       f"not finite; stopped without saving this step", step, False)
             opt.step()
-            window.append(nelbo)
+            window.append(figure)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 done = step - start_step
                 elapsed = time.perf_counter() - start
                 history.append((step, float(np.mean(window))))
-                log(f"step {step:6d}/{cfg.steps}  train nelbo {np.mean(window):.4f} nats/char  lr {opt.lr:.2e}  "
+                log(f"step {step:6d}/{cfg.steps}  train {metric} {np.mean(window):.4f} nats/char  lr {opt.lr:.2e}  "
                     f"{done / elapsed:5.1f} steps/s  ETA {elapsed / done * (cfg.steps - step):5.0f}s")
                 window = []
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
