@@ -83,14 +83,18 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     _check_last_dim("layer_norm", x, normalized_shape)
     a = x.data
-    mu = a.mean(axis=-1, keepdims=True)
-    r = 1.0 / np.sqrt(((a - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
-    xhat = (a - mu) * r
+    mean = lambda v: v.sum(axis=-1, keepdims=True) * (1.0 / a.shape[-1])   # a plain reduce, no np.mean wrapper
+    xhat = a - mean(a)
+    r = 1.0 / np.sqrt(mean(xhat * xhat) + eps)
+    xhat *= r
     wd = None if weight is None else weight.data
 
     def backward(g):
         gh = g if wd is None else g * wd
-        dx = r * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
+        dx = xhat * mean(gh * xhat)
+        np.subtract(gh, dx, out=dx)
+        dx -= mean(gh)
+        dx *= r
         return dx, (None if weight is None else g * xhat), (None if bias is None else g)
     out = xhat if wd is None else xhat * wd
     out = out if bias is None else out + bias.data

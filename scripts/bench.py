@@ -1,0 +1,204 @@
+"""Benchmark the engine and the diffusion pipeline: medians over repeated runs in one process.
+
+    python scripts/bench.py            # the full table (~2 min)
+    python scripts/bench.py --quick    # fewer repeats and a short training run (smoke test)
+    python scripts/bench.py --json bench.json
+
+Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
+Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
+in raw NumPy) and step / floor; the per-op engine overhead; sampling; the held-out NELBO; the peak RSS of a
+default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tinygrad_lite as tl  # noqa: E402
+from tinygrad_lite import Tensor, optim  # noqa: E402
+from diffusion.data import NamesData  # noqa: E402
+from diffusion.likelihood import nelbo  # noqa: E402
+from diffusion.loss import diffusion_loss  # noqa: E402
+from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
+from diffusion.sampler import sample  # noqa: E402
+from diffusion.schedule import CosineSchedule  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_ms(fn, repeats, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def training_step(model, x, objective):
+    """A closure running one full training step, as scripts/train*.py do."""
+    opt = optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    schedule = CosineSchedule()
+
+    def step():
+        loss, _ = diffusion_loss(model, x, schedule, rng, objective)
+        opt.zero_grad()
+        loss.backward()
+        optim.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return step
+
+
+def matmul_shapes(model, x, objective):
+    """(a.shape, b.shape) of every matmul in one training step, read off the loss's graph before backward."""
+    loss, _ = diffusion_loss(model, x, CosineSchedule(), np.random.default_rng(0), objective)
+    return [(n._parents[0].shape, n._parents[1].shape) for n in loss._topological_order() if n._op == "matmul"]
+
+
+def matmul_floor_ms(shapes, repeats):
+    """The same matmuls in raw NumPy: forward C = A B and backward A^T G, G B^T, nothing else."""
+    rng = np.random.default_rng(0)
+    arrays = [(rng.standard_normal(a).astype(np.float32), rng.standard_normal(b).astype(np.float32)) for a, b in shapes]
+
+    def run():
+        for a, b in arrays:
+            c = a @ b
+            c @ b.swapaxes(-1, -2)
+            a.swapaxes(-1, -2) @ c
+    return median_ms(run, repeats)
+
+
+def op_overhead_us(repeats):
+    """Cost of one tiny op through the engine, forward + backward: the per-op Python overhead."""
+    a = Tensor(np.ones((4, 4), np.float32), requires_grad=True)
+    b = Tensor(np.ones((4, 4), np.float32), requires_grad=True)
+    n = 100
+
+    def run():
+        out = a
+        for _ in range(n):
+            out = out * b + a
+        out.sum().backward()
+        a.grad = b.grad = None
+    return 1000 * median_ms(run, repeats) / (2 * n)
+
+
+def torch_step_ms(batch, repeats):
+    """The same Transformer step in PyTorch eager (same shapes, float32, same threads), if torch is importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import torch.nn as nn
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, d=64, h=4):
+            super().__init__()
+            self.h, self.ln1, self.ln2 = h, nn.LayerNorm(d), nn.LayerNorm(d)
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+            self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            B, L, D = x.shape
+            y = self.ln1(x)
+            q, k, v = (lin(y).view(B, L, self.h, D // self.h).transpose(1, 2) for lin in (self.q, self.k, self.v))
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            x = x + self.o(a.transpose(1, 2).reshape(B, L, D))
+            return x + self.proj(torch.nn.functional.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    tok, pos = nn.Embedding(28, 64), nn.Embedding(16, 64)
+    blocks, ln, head = nn.ModuleList([Block() for _ in range(4)]), nn.LayerNorm(64), nn.Linear(64, 27)
+    params = [p for m in (tok, pos, blocks, ln, head) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    x = torch.randint(0, 28, (batch, 16))
+    y = torch.randint(0, 27, (batch, 16))
+
+    def step():
+        h = tok(x) + pos(torch.arange(16))
+        for b in blocks:
+            h = b(h)
+        loss = torch.nn.functional.cross_entropy(head(ln(h)).view(-1, 27), y.view(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    return median_ms(step, repeats)
+
+
+def peak_rss_mb(steps):
+    """Peak resident memory of `scripts/train.py` (default config, `steps` steps) in its own process."""
+    out = os.path.join(ROOT, "runs", "bench_rss.npz")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--steps", str(steps),
+                    "--out", out, "--num-samples", "1000", "--log-every", str(steps)],
+                   check=True, capture_output=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="few repeats, short training run (smoke test)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args()
+    repeats = 5 if args.quick else 30
+    data = NamesData.load()
+    rng = np.random.default_rng(0)
+    rows, figures = [], {}
+
+    def row(name, value, unit, note=""):
+        figures[name] = value
+        shown = "-" if value is None else (f"{value:,.1f}" if isinstance(value, float) else str(value))
+        rows.append((name, shown, unit, note))
+
+    tl.manual_seed(0)
+    models = [("MLP, batch 128", MLPDenoiser(), 128, "nelbo"), ("skip MLP, batch 128", SkipMLPDenoiser(), 128, "nelbo"),
+              ("Transformer, batch 64", TransformerDenoiser(), 64, "exact_k"),
+              ("Transformer, batch 256", TransformerDenoiser(), 256, "exact_k")]
+    for name, model, batch, objective in models:
+        x = data.train[rng.integers(0, len(data.train), batch)]
+        ms = median_ms(training_step(model, x, objective), repeats)
+        row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
+        if name == "Transformer, batch 64":
+            step64 = ms
+            floor = matmul_floor_ms(matmul_shapes(model, x, objective), repeats)
+            row("matmul floor: Transformer, batch 64", floor, "ms", "the step's matmuls alone in NumPy")
+            row("step / matmul floor", step64 / floor, "x", "target <= 2.0")
+    row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
+    torch_ms = torch_step_ms(64, repeats)
+    if torch_ms is not None:
+        row("PyTorch eager step: Transformer, batch 64", torch_ms, "ms")
+        row("ours / PyTorch", step64 / torch_ms, "x", "target <= 0.8")
+    model = models[2][1]
+    model.eval()
+    row("sample 1,000 names, S = 16", median_ms(lambda: sample(model, 1000, steps=16), 1 if args.quick else 3, 1),
+        "ms", "Transformer")
+    t0 = time.perf_counter()
+    ev = nelbo(model, data.test, seed=0)
+    row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")
+    row("peak RSS, scripts/train.py", peak_rss_mb(50 if args.quick else 300), "MB",
+        "default config (memory is flat after the first steps)")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+    width = max(len(r[0]) for r in rows)
+    print(f"machine: {machine}")
+    print(f"| {'measure'.ljust(width)} | value | unit | note |\n|{'-' * (width + 2)}|---:|---|---|")
+    for name, shown, unit, note in rows:
+        print(f"| {name.ljust(width)} | {shown} | {unit} | {note} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine, figures=figures, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
