@@ -1,42 +1,142 @@
-"""Generate names from a saved denoiser.
+"""Generate names from a saved denoiser: free, from a template, by editing a name; pick the sampler variant.
 
     python scripts/sample.py --checkpoint transformer.npz --num 20 --temperature 0.8 --steps 16
     python scripts/sample.py --checkpoint transformer.npz --num 3 --show-steps
+    python scripts/sample.py --checkpoint transformer.npz --template "m__a"      # 4 letters, m..a
+    python scripts/sample.py --checkpoint transformer.npz --template "ma*" --length 5-7
+    python scripts/sample.py --checkpoint transformer.npz --edit emma --positions 1,2   # resample 'mm'
+    python scripts/sample.py --checkpoint transformer.npz --order margin --threshold 0.9 --show-steps
+    python scripts/sample.py --checkpoint transformer.npz --forward emma --times 0,0.3,0.6,1
+
+Templates: a letter is kept, '_' is one generated letter, one '*' is any number (0 or more) of generated
+letters ("ma*" prefix, "*ette" suffix, "a*a" both). Without '*' the template fixes the length; with '*' the
+length is drawn from the model (or from --length N / --length MIN-MAX). Template letters never change.
+--edit NAME --positions 1,2 re-masks those 0-based positions of NAME and resamples them (same length).
+Bad templates or flags: one line on stderr, exit code 2.
 """
 import argparse
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import fail, positive_float, positive_int  # noqa: E402
+from diffusion.cli import fail, nonnegative_float, positive_float, positive_int  # noqa: E402
 from diffusion.data import decode  # noqa: E402
-from diffusion.sampler import sample  # noqa: E402
-from diffusion.visualize import reverse_view  # noqa: E402
+from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
+from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
+from diffusion.visualize import forward_view, reverse_view  # noqa: E402
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line on stderr (exit 2), without the usage block."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+def length_arg(text):
+    """'6' -> 6, '5-7' -> (5, 7)."""
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a length N or a range MIN-MAX")
+
+
+def int_list(text):
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+def float_list(text):
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def parser():
+    p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a .npz written by one of the trainers")
+    p.add_argument("--num", type=positive_int, default=20, help="how many names (default 20)")
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
+                   help="token softmax temperature; 0 = greedy (default 1.0)")
+    p.add_argument("--steps", type=positive_int, default=None, help="unmasking steps, 1..L (default L)")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("length and constraints")
+    g.add_argument("--length-mode", choices=("model", "joint"), default="model",
+                   help="'model': draw the length first (default); 'joint': plain confidence order")
+    g.add_argument("--length", type=length_arg, default=None, metavar="N|MIN-MAX",
+                   help="name length, or a range of lengths")
+    g.add_argument("--template", default=None, help="e.g. 'm__a', 'ma*', '*ette' (see below)")
+    g.add_argument("--edit", default=None, metavar="NAME", help="a name to edit; needs --positions")
+    g.add_argument("--positions", type=int_list, default=None, help="0-based positions of --edit to resample")
+    g = p.add_argument_group("sampler variant")
+    g.add_argument("--order", choices=ORDERS, default="max_prob",
+                   help="which masked positions to reveal first (default max_prob)")
+    g.add_argument("--choice-temperature", type=nonnegative_float, default=0.0,
+                   help="MaskGIT Gumbel noise on the order, annealed to 0 (default 0: off)")
+    g.add_argument("--threshold", type=positive_float, default=None,
+                   help="also reveal every position whose top probability is >= this (parallel decoding)")
+    g.add_argument("--remask", type=nonnegative_float, default=0.0,
+                   help="ReMDM: probability a revealed token is re-masked each step, capped (default 0)")
+    g.add_argument("--top-k", type=positive_int, default=None, help="sample tokens among the k most likely")
+    g.add_argument("--top-p", type=positive_float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    g = p.add_argument_group("pictures")
+    g.add_argument("--show-steps", action="store_true", help="print each sample's unmasking step by step")
+    g.add_argument("--forward", default=None, metavar="NAME", help="print the forward (noising) process of NAME "
+                   "at --times and exit")
+    g.add_argument("--times", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], help="for --forward")
+    return p
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a .npz written by one of the trainers")
-    p.add_argument("--num", type=positive_int, default=20, help="how many names")
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="softmax temperature (> 0)")
-    p.add_argument("--steps", type=positive_int, default=None, help="unmasking steps, 1..L (default L)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--length", choices=("model", "joint"), default="model",
-                   help="'model': draw the length first (default); 'joint': plain confidence order")
-    p.add_argument("--show-steps", action="store_true", help="print each sample's unmasking step by step")
-    args = p.parse_args()
+    args = parser().parse_args()
     try:
         model, meta, _ = checkpoint.load(args.checkpoint)
     except checkpoint.CheckpointError as e:
         fail(str(e))
-    steps = args.steps or model.L
-    if steps > model.L:
-        fail(f"--steps must be between 1 and L={model.L}, got {steps}")
-    out = sample(model, args.num, steps=steps, temperature=args.temperature, seed=args.seed,
-                 length=args.length, keep_trajectory=args.show_steps)
+    if args.forward is not None:
+        name = meta.get("extra", {}).get("train", {}).get("schedule", "cosine")
+        try:
+            print("\n".join(forward_view(args.forward, get_schedule(name if name in SCHEDULES else "cosine"),
+                                         model.L, times=args.times, seed=args.seed)))
+        except ValueError as e:
+            fail(str(e))
+        return
+    template = args.template
+    if args.positions is not None and args.edit is None:
+        fail("--positions needs --edit NAME")
+    if args.edit is not None:
+        if template is not None:
+            fail("use either --template or --edit, not both")
+        if args.positions is None:
+            fail("--edit needs --positions, e.g. --positions 1,2 (0-based)")
+        try:
+            template = edit_template(args.edit, args.positions)
+        except ValueError as e:
+            fail(str(e))
+        print(f"editing {args.edit!r}: resampling template {template!r}", file=sys.stderr)
+    length = args.length_mode if args.length is None else args.length
+    if args.length is not None and args.length_mode == "joint":
+        fail("--length fixes the length first; it does not combine with --length-mode joint")
+    try:
+        out = sample(model, args.num, steps=args.steps, temperature=args.temperature, seed=args.seed,
+                     length=length, keep_trajectory=args.show_steps, template=template, order=args.order,
+                     choice_temperature=args.choice_temperature, threshold=args.threshold, remask=args.remask,
+                     top_k=args.top_k, top_p=args.top_p)
+    except ValueError as e:
+        fail(re.sub(r"\b(steps|temperature|choice_temperature|threshold|remask|top_k|top_p)\b",
+                    lambda m: "--" + m.group(1).replace("_", "-"), str(e).removeprefix("sample: ")))
     if args.show_steps:
         print("\n".join(reverse_view(out, rows=args.num)))
     print("\n".join(decode(row) for row in out.tokens))

@@ -1,0 +1,131 @@
+"""Quality vs steps for each sampler variant: novel %, unique %, length TV, bigram KL, generative NLL.
+
+    python scripts/sampler_table.py --checkpoint runs/transformer.npz
+    python scripts/sampler_table.py --checkpoint runs/transformer.npz --ar-checkpoint runs/ar.npz --json t.json
+    python scripts/sampler_table.py --checkpoint runs/transformer.npz --variants max_prob,random --steps 4,16
+
+Each cell draws --num names (same seed for every variant) at temperature --temperature with S steps.
+Generative NLL (nats/char under the AR model, diffusion.metrics.generative_nll) needs --ar-checkpoint; the
+table then also shows the AR model's own samples and the test names as references. 'calls' is the mean number
+of denoiser calls per name (the length draw included; with a threshold it adapts to the name).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from diffusion import checkpoint  # noqa: E402
+from diffusion.cli import fail, positive_float, positive_int  # noqa: E402
+from diffusion.data import NamesData, NamesFileError, decode, DEFAULT_NAMES  # noqa: E402
+from diffusion.metrics import sample_report  # noqa: E402
+from diffusion.sampler import sample  # noqa: E402
+
+# name -> (sample() options, what it is)
+VARIANTS = {
+    "max_prob": (dict(), "default: length first, most probable position first (MaskGIT order)"),
+    "margin": (dict(order="margin"), "top-1 minus top-2 probability first"),
+    "entropy": (dict(order="entropy"), "lowest-entropy position first"),
+    "random": (dict(order="random"), "random order (MDLM ancestral), length first"),
+    "maskgit": (dict(choice_temperature=1.0), "max_prob + Gumbel choice noise, tau 1.0 annealed to 0"),
+    "threshold": (dict(threshold=0.9), "schedule + every position with p1 >= 0.9 (adaptive calls)"),
+    "remask": (dict(remask=0.05), "max_prob + ReMDM re-masking, eta 0.05 (capped)"),
+    "top_p_0.9": (dict(top_p=0.9), "max_prob, tokens from the 0.9 nucleus"),
+    "top_p_0.8": (dict(top_p=0.8), "max_prob, tokens from the 0.8 nucleus"),
+    "joint": (dict(length="joint"), "plain confidence order, no length step (PAD-first bias)"),
+    "joint_random": (dict(length="joint", order="random"), "random order, no length step (plain MDLM)"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+def int_list(text):
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps >= 1")
+    return values
+
+
+def main():
+    p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="the diffusion denoiser (.npz)")
+    p.add_argument("--ar-checkpoint", default=None, help="an AR model (.npz, scripts/train_ar.py) for gen NLL")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--num", type=positive_int, default=1000, help="names per cell (default 1000)")
+    p.add_argument("--temperature", type=positive_float, default=1.0)
+    p.add_argument("--steps", type=int_list, default=[2, 4, 8, 16], help="comma-separated S values")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--names", default=DEFAULT_NAMES)
+    args = p.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    try:
+        model, _, _ = checkpoint.load(args.checkpoint)
+        ar = checkpoint.load(args.ar_checkpoint)[0] if args.ar_checkpoint else None
+    except checkpoint.CheckpointError as e:
+        fail(str(e))
+    if max(args.steps) > model.L:
+        fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")
+    try:
+        data = NamesData.load(args.names, L=model.L)
+    except NamesFileError as e:
+        fail(str(e))
+    test_names = [decode(r) for r in data.test]
+    rows = []
+    header = (f"{'variant':<13}{'S':>3}  {'novel%':>6} {'unique%':>7} {'len TV':>6} {'bigramKL':>8}"
+              + (f" {'genNLL':>6}" if ar is not None else "") + f" {'calls':>5} {'sec':>5}")
+
+    def show(row):
+        print(f"{row['variant']:<13}{row['steps'] if row['steps'] is not None else '-':>3}  "
+              f"{100 * row['novel']:6.1f} {100 * row['unique']:7.1f} {row['length_tv']:6.3f} {row['bigram_kl']:8.4f}"
+              + (f" {row['generative_nll']:6.3f}" if ar is not None else "")
+              + f" {row['calls']:5.1f} {row['seconds']:5.1f}", flush=True)
+
+    print(f"{args.num} names per cell, temperature {args.temperature}, seed {args.seed}; {args.checkpoint}")
+    print(header)
+    if ar is not None:
+        from diffusion.autoregressive import sample_ar
+        t0 = time.perf_counter()
+        out = sample_ar(ar, args.num, temperature=args.temperature, seed=args.seed)
+        names = [decode(r) for r in out.tokens]
+        rows.append(dict(variant="AR samples", steps=None, calls=float(out.network_calls),
+                         seconds=time.perf_counter() - t0, examples=names[:10],
+                         **sample_report(names, data.train_names, test_names, ar)))
+        show(rows[-1])
+        rows.append(dict(variant="test names", steps=None, calls=0.0, seconds=0.0, examples=test_names[:10],
+                         **sample_report(test_names, data.train_names, test_names, ar)))
+        show(rows[-1])
+    for variant in variants:
+        options, _ = VARIANTS[variant]
+        for steps in args.steps:
+            t0 = time.perf_counter()
+            out = sample(model, args.num, steps=steps, temperature=args.temperature, seed=args.seed, **options)
+            seconds = time.perf_counter() - t0
+            names = [decode(r) for r in out.tokens]
+            rows.append(dict(variant=variant, steps=steps, options=options, calls=float(out.row_calls.mean()),
+                             batch_calls=out.network_calls, seconds=seconds, remasked=out.remasked,
+                             letter_after_pad=out.letter_after_pad, examples=names[:10],
+                             **sample_report(names, data.train_names, test_names, ar)))
+            show(rows[-1])
+    print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, num=args.num,
+                           temperature=args.temperature, seed=args.seed, rows=rows), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

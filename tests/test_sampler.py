@@ -1,0 +1,212 @@
+"""Property tests for the sampler's templates, edits and variants, on a tiny random TransformerDenoiser."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import tinygrad_lite as tl
+from diffusion import checkpoint
+from diffusion.data import LETTERS, MASK, PAD, decode
+from diffusion.models import TransformerDenoiser
+from diffusion.sampler import ORDERS, edit_template, parse_template, sample
+from diffusion.schedule import CosineSchedule
+from diffusion.visualize import forward_view, reverse_view
+
+L = 6
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+tl.manual_seed(0)
+MODEL = TransformerDenoiser(L=L, dim=16, layers=1, heads=2)
+
+pattern = st.text(alphabet="abz_", max_size=L)
+templates = st.one_of(pattern.filter(bool),
+                      st.tuples(pattern, pattern).filter(lambda ht: len(ht[0]) + len(ht[1]) <= L)
+                                                 .map(lambda ht: ht[0] + "*" + ht[1]))
+variants = st.fixed_dictionaries(dict(
+    order=st.sampled_from(ORDERS), choice_temperature=st.sampled_from([0.0, 1.0]),
+    threshold=st.sampled_from([None, 0.05, 0.5]), top_k=st.sampled_from([None, 1, 3]),
+    top_p=st.sampled_from([1.0, 0.5]), temperature=st.sampled_from([0.0, 1.0, 2.0])))
+
+
+def matches(name, template):
+    return re.fullmatch(template.replace("_", "[a-z]").replace("*", "[a-z]*"), name) is not None
+
+
+def assert_revealed_never_change(out):
+    previous = np.full_like(out.tokens, MASK)
+    for _, rows in out.trajectory:
+        was_revealed = previous != MASK
+        assert np.array_equal(rows[was_revealed], previous[was_revealed])
+        previous = rows
+    assert np.array_equal(previous, out.tokens)
+
+
+@given(template=templates, steps=st.integers(1, L), seed=st.integers(0, 1000), v=variants)
+def test_template_letters_survive_and_no_mask(template, steps, seed, v):
+    out = sample(MODEL, 8, steps=steps, seed=seed, template=template, keep_trajectory=True, **v)
+    assert not (out.tokens == MASK).any() and out.letter_after_pad == 0
+    names = [decode(r) for r in out.tokens]
+    assert all(matches(n, template) for n in names), (template, names)
+    for _, rows in out.trajectory:                                     # fixed positions never change
+        assert np.array_equal(rows[out.fixed], out.tokens[out.fixed])
+    assert_revealed_never_change(out)                                  # remasking is off
+    assert np.all(out.reveal_step[~out.fixed] >= 1)                    # every free position was revealed
+
+
+@given(v=variants, length=st.sampled_from(["model", "joint", 3, (2, 5)]), steps=st.integers(1, L),
+       seed=st.integers(0, 1000))
+def test_every_variant_reveals_everything_and_is_seeded(v, length, steps, seed):
+    out = sample(MODEL, 10, steps=steps, seed=seed, length=length, keep_trajectory=True, **v)
+    assert not (out.tokens == MASK).any()
+    assert np.all(out.reveal_step[~out.fixed] >= 1) and np.all(out.reveal_step <= steps)
+    assert_revealed_never_change(out)
+    if length == 3:
+        assert all(len(decode(r)) == 3 for r in out.tokens)
+    if length == (2, 5):
+        assert all(2 <= len(decode(r)) <= 5 for r in out.tokens)
+    assert np.array_equal(sample(MODEL, 10, steps=steps, seed=seed, length=length, **v).tokens, out.tokens)
+    lines = reverse_view(out, rows=2)                                  # a row per step + a reveal line
+    assert sum("revealed at" in line for line in lines) == 2
+    assert sum(line.strip().startswith("step") for line in lines) == 2 * len(out.trajectory)
+
+
+@given(threshold=st.floats(0.01, 1.0), order=st.sampled_from(ORDERS), seed=st.integers(0, 1000),
+       length=st.sampled_from(["model", "joint"]))
+def test_threshold_decoding_terminates_within_L_steps(threshold, order, seed, length):
+    out = sample(MODEL, 16, seed=seed, threshold=threshold, order=order, length=length)
+    assert not (out.tokens == MASK).any()
+    assert out.network_calls <= L + (length == "model")
+    free = (~out.fixed).sum(1)                                         # at least one position per call
+    assert np.all(out.row_calls - (length == "model") <= np.maximum(free, 0))
+
+
+def test_a_threshold_everything_passes_takes_one_call():
+    low = sample(MODEL, 16, seed=0, threshold=1e-9, length=4)          # everything is above it: one call
+    assert low.network_calls == 1 and np.all(low.row_calls == 1)
+
+
+@given(remask=st.sampled_from([0.1, 0.5, 0.9]), template=st.sampled_from(["*", "a*", "b__z", "*z", "_a_"]),
+       steps=st.integers(1, L), seed=st.integers(0, 1000))
+def test_remasking_keeps_fixed_positions_and_finishes(remask, template, steps, seed):
+    out = sample(MODEL, 12, steps=steps, seed=seed, template=template, remask=remask, keep_trajectory=True)
+    assert not (out.tokens == MASK).any()
+    assert all(matches(decode(r), template) for r in out.tokens)
+    for _, rows in out.trajectory:
+        assert np.array_equal(rows[out.fixed], out.tokens[out.fixed])
+    again = sample(MODEL, 12, steps=steps, seed=seed, template=template, remask=remask)
+    assert np.array_equal(again.tokens, out.tokens)
+
+
+def test_remasking_does_remask():
+    out = sample(MODEL, 50, steps=L, seed=0, remask=0.5, length="joint", keep_trajectory=True)
+    assert out.remasked > 0 and not (out.tokens == MASK).any()
+    went_back = any(((a != MASK) & (b == MASK)).any() for (_, a), (_, b) in zip(out.trajectory, out.trajectory[1:]))
+    assert went_back
+
+
+def test_top_k_one_is_greedy():
+    a = sample(MODEL, 8, seed=1, template="______", top_k=1)
+    b = sample(MODEL, 8, seed=2, template="______", temperature=0.0)
+    assert np.array_equal(a.tokens, b.tokens)
+
+
+@given(text=st.text(min_size=1, max_size=8).filter(lambda s: any(c not in LETTERS + "_*" for c in s)))
+def test_invalid_templates_raise_clear_errors(text):
+    with pytest.raises(ValueError, match="not allowed"):
+        sample(MODEL, 2, template=text)
+
+
+@pytest.mark.parametrize("template, kwargs, message", [
+    ("", {}, "empty"), ("abcdefg", {}, "more than L=6"), ("a*b*", {}, "at most one"),
+    ("Emma", {}, "'E' is not allowed"), ("ab_", dict(length=2), "does not fit"),
+    ("a*", dict(length="joint"), "drawn first"), ("a*", dict(length=(5, 3)), "min <= max"),
+    ("*", dict(remask=0.1, threshold=0.5), "do not combine"), ("*", dict(order="sideways"), "order"),
+    ("*", dict(top_p=0.0), "top_p"), ("*", dict(top_k=0), "top_k"), ("*", dict(remask=1.0), "remask"),
+])
+def test_bad_options_raise_value_error(template, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sample(MODEL, 2, template=template, **kwargs)
+
+
+def test_parse_and_edit_templates():
+    t = parse_template("m_*a", 6)
+    assert t.head == (12, None) and t.tail == (0,) and t.star and t.min_length == 3
+    assert edit_template("emma", [1, 2]) == "e__a" and edit_template("emma", (0,)) == "_mma"
+    for name, positions in (("emma", [4]), ("emma", []), ("Emma", [0]), ("", [0])):
+        with pytest.raises(ValueError):
+            edit_template(name, positions)
+    out = sample(MODEL, 20, seed=0, template=edit_template("abba", [1]))
+    assert all(re.fullmatch("a[a-z]ba", decode(r)) for r in out.tokens)
+
+
+def test_forward_view_validates():
+    lines = forward_view("ab", CosineSchedule(), L, times=(0.0, 1.0))
+    assert lines[0].endswith("ab....") and lines[1].endswith("______")
+    for bad in ("Ab", "abcdefg", "a b"):
+        with pytest.raises(ValueError):
+            forward_view(bad, CosineSchedule(), L)
+
+
+# ----------------------------------------------------------------------------- the script
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.npz")
+    checkpoint.save(path, MODEL)
+    return path
+
+
+def run_sample(*args):
+    return subprocess.run([sys.executable, "scripts/sample.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+
+def test_sample_script_templates_edits_and_views(tiny_checkpoint):
+    r = run_sample("--checkpoint", tiny_checkpoint, "--num", "6", "--template", "a_*z", "--order", "margin",
+                   "--threshold", "0.5", "--show-steps")
+    assert r.returncode == 0, r.stderr
+    names = [line for line in r.stdout.splitlines() if line and not line.startswith(" ")]
+    assert len(names) == 6 and all(re.fullmatch("a[a-z][a-z]*z", n) for n in names)
+    assert r.stdout.count("revealed at") == 6
+    r = run_sample("--checkpoint", tiny_checkpoint, "--num", "4", "--edit", "abba", "--positions", "1,2",
+                   "--remask", "0.2", "--top-p", "0.9", "--length-mode", "model")
+    assert r.returncode == 0 and all(re.fullmatch("a[a-z]{2}a", n) for n in r.stdout.split()), r.stderr
+    r = run_sample("--checkpoint", tiny_checkpoint, "--forward", "abba", "--times", "0,0.5,1")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "t=0.50" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--template", "M__a"], "'M' is not allowed"),
+    (["--template", "abcdefgh"], "more than L=6"),
+    (["--template", "a*b*"], "at most one"),
+    (["--template", "ab", "--length", "4"], "does not fit"),
+    (["--length", "3-x"], "not a length"),
+    (["--edit", "emma", "--positions", "7"], "positions must be between"),
+    (["--positions", "1"], "needs --edit"),
+    (["--order", "sideways"], "invalid choice"),
+    (["--steps", "9"], "--steps must be between"),
+    (["--remask", "0.1", "--threshold", "0.5"], "do not combine"),
+    (["--forward", "Emma"], "not a name"),
+])
+def test_sample_script_bad_input_is_one_line_and_exit_2(tiny_checkpoint, args, message):
+    r = run_sample("--checkpoint", tiny_checkpoint, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_sampler_table_script(tiny_checkpoint, tmp_path):
+    out = str(tmp_path / "table.json")
+    r = subprocess.run([sys.executable, "scripts/sampler_table.py", "--checkpoint", tiny_checkpoint, "--num", "30",
+                        "--steps", "2,6", "--variants", "max_prob,threshold,joint", "--json", out], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    import json
+    rows = json.load(open(out))["rows"]
+    assert [(row["variant"], row["steps"]) for row in rows] == [(v, s) for v in ("max_prob", "threshold", "joint")
+                                                                for s in (2, 6)]
+    assert all(0 <= row["unique"] <= 1 and row["length_tv"] >= 0 for row in rows)
+    r = subprocess.run([sys.executable, "scripts/sampler_table.py", "--checkpoint", tiny_checkpoint, "--variants",
+                        "sideways"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown variant" in r.stderr
