@@ -2,6 +2,7 @@
 
     python scripts/update_readme.py             # train the three default models (~10 min), rewrite everything
     python scripts/update_readme.py --files     # only the file table with line counts (instant)
+    python scripts/update_readme.py --bench     # also rerun scripts/bench.py for the speed table (~3 min)
 
 Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers. Training runs write
 their figures as JSON to runs/ (kept out of git); --reuse formats existing JSON again without retraining.
@@ -18,6 +19,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
+OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
+              ("simple", "simple")]
 
 
 def file_table():
@@ -49,10 +52,33 @@ def replace_section(text, name, body):
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
-def run_trainer(script, json_path):
-    print(f"running scripts/{script}.py ...", flush=True)
+def run_trainer(script, json_path, *flags):
+    print(f"running scripts/{script}.py {' '.join(flags)} ...", flush=True)
+    out = os.path.join(ROOT, "runs", os.path.basename(json_path).replace(".json", ".npz"))
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), "--json", json_path,
-                    "--out", os.path.join(ROOT, "runs", f"{script}.npz"), "--log-every", "1000"], check=True)
+                    "--out", out, "--log-every", "1000", *flags], check=True)
+
+
+def objective_flags(name):
+    return ["--objective", "nelbo", "--schedule", "linear"] if name == "nelbo_linear" else ["--objective", name]
+
+
+def objectives_table(runs):
+    rows = ["| objective | test NELBO (nats/char) | train time | training NELBO at steps 1k, 2k, 3k |",
+            "|---|---:|---:|---|"]
+    for label, r in runs:
+        curve = ", ".join(f"{v:.3f}" for step, v in r["history"] if step % 1000 == 0)
+        rows.append(f"| {label} | **{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {r['train_seconds']:.0f} s | {curve} |")
+    return "\n".join(rows)
+
+
+def long_table(r):
+    t1 = next(s for s in r["sweep"] if s["temperature"] == 1.0)
+    curve = ", ".join(f"{step // 1000}k: {v:.3f}" for step, v in r["history"] if step % 5000 == 0)
+    return (f"| steps x batch | train time | test NELBO (nats/char) | novel | unique | length TV |\n|---:|---:|---:|---:|---:|---:|\n"
+            f"| {r['train']['steps']} x {r['train']['batch_size']} | {r['train_seconds'] / 60:.0f} min | "
+            f"**{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {100 * t1['novel']:.1f}% | {100 * t1['unique']:.1f}% | "
+            f"{t1['length_tv']:.3f} |\n\nTraining NELBO along the way: {curve}. Names at T=1.0: {' '.join(t1['examples'][:12])}")
 
 
 def results_table(runs):
@@ -78,10 +104,19 @@ def sweep_table(run):
     return "\n".join(rows)
 
 
+def bench_table():
+    """The speed table, exactly as scripts/bench.py prints it (run on a quiet machine)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py")], check=True,
+                         capture_output=True, text=True).stdout
+    machine, table = out.split("\n", 1)
+    return f"{table.strip()}\n\n{machine.replace('machine: ', 'Measured on: ')}."
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", action="store_true", help="only regenerate the file table")
     p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/ instead of training")
+    p.add_argument("--bench", action="store_true", help="also rerun scripts/bench.py for the speed table")
     args = p.parse_args()
     with open(README) as f:
         text = f.read()
@@ -97,6 +132,21 @@ def main():
                 runs.append(((script, label), json.load(f)))
         text = replace_section(text, "results", results_table(runs))
         text = replace_section(text, "temperature", sweep_table(runs[-1][1]))
+        objective_runs = []
+        for name, label in OBJECTIVES:
+            path = os.path.join(ROOT, "runs", "train.json" if name == "exact_k" else f"objective_{name}.json")
+            if not args.reuse and name != "exact_k":
+                run_trainer("train", path, *objective_flags(name), "--num-samples", "100")
+            with open(path) as f:
+                objective_runs.append((label, json.load(f)))
+        text = replace_section(text, "objectives", objectives_table(objective_runs))
+        long_json = os.path.join(ROOT, "runs", "long.json")
+        if os.path.exists(long_json):
+            with open(long_json) as f:
+                text = replace_section(text, "long", long_table(json.load(f)))
+    if args.bench:
+        print("running scripts/bench.py ...", flush=True)
+        text = replace_section(text, "bench", bench_table())
     with open(README, "w") as f:
         f.write(text)
     print("README.md updated")
