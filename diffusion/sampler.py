@@ -345,9 +345,14 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
     still = still_masked_schedule((x == MASK).sum(axis=1), steps, schedule)
     remasked = 0
     for step in range(steps):
-        rows = np.flatnonzero((x == MASK).any(axis=1))
-        if len(rows) == 0:
+        pending = (x == MASK).any(axis=1)
+        if not pending.any():
             break
+        if threshold is None and remask == 0:   # a row the schedule reveals nothing of this step skips the call
+            pending &= still[:, step] > still[:, step + 1]
+        rows = np.flatnonzero(pending)
+        if len(rows) == 0:
+            continue
         xa, masked = x[rows], x[rows] == MASK
         logits = model(xa, _time_input(model, xa, schedule)).data.astype(np.float64)   # (n, L, 27)
         calls += 1
