@@ -1,22 +1,24 @@
 """What the trainer scripts share: argument parsing with range checks, and the run itself
-(load data -> build model -> train -> held-out NELBO -> checkpoint -> samples and a temperature sweep).
+(load data -> build model -> train (optionally with validation and early stopping) -> test likelihood ->
+checkpoint -> samples and a temperature sweep), for the denoisers and the AR baseline alike.
 
 Bad input ends with one line on stderr and exit code 2, never a traceback.
 """
 import argparse
 import json
+import math
 import os
 import sys
-import time
 
 import tinygrad_lite as tl
 
 from . import checkpoint
-from .data import NamesData, NamesFileError, decode, DEFAULT_NAMES
+from .autoregressive import ar_loss, is_autoregressive, row_nll
+from .data import NamesData, NamesFileError, DEFAULT_NAMES, chars_per_name
+from .evaluate import format_likelihood, likelihood_figures, sample_quality
 from .likelihood import nelbo, unigram_nll
 from .loss import OBJECTIVES, diffusion_loss
-from .metrics import format_report, sample_report
-from .sampler import sample
+from .metrics import format_report
 from .schedule import SCHEDULES, get_schedule
 from .trainer import TrainConfig, TrainingStopped, train
 
@@ -29,10 +31,20 @@ def _number(kind, low, inclusive=False, what="a number"):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if value < low or (value == low and not inclusive):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if inclusive else '>'} {low}")
         return value
     return parse
+
+
+def fraction(text):
+    """A rate in [0, 1), e.g. --dropout."""
+    value = _number(float, 0.0, inclusive=True)(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be < 1")
+    return value
 
 
 positive_int = _number(int, 0, what="a whole number")
@@ -76,7 +88,23 @@ def trainer_parser(description, **defaults):
                    help="also save the checkpoint every N steps (0: only at the end or on Ctrl-C)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint (its saved settings win over the flags)")
+    p.add_argument("--eval-every", type=_number(int, 0, True, "a whole number"), default=d["eval_every"],
+                   help="score the validation split every N steps, keep the best weights (0: off)")
+    p.add_argument("--patience", type=_number(int, 0, True, "a whole number"), default=d["patience"],
+                   help="with --eval-every: stop after N validations without improvement (0: never stop early)")
+    if "dropout" in d:
+        p.add_argument("--dropout", type=fraction, default=d["dropout"],
+                       help="dropout rate in the Transformer blocks")
     return p
+
+
+def load_checkpoint(path):
+    """(model, meta) from a checkpoint, or one line on stderr and exit 2."""
+    try:
+        model, meta, _ = checkpoint.load(path)
+    except checkpoint.CheckpointError as e:
+        fail(str(e))
+    return model, meta
 
 
 def load_data(args):
@@ -93,25 +121,21 @@ def load_data(args):
     return data
 
 
-def report_samples(model, data, args, temperatures=SWEEP, show=20):
-    """Print names and their quality figures at each temperature; returns the figures as a list of dicts."""
+def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None):
+    """Print names and their quality figures at each temperature (either kind of model; the generative NLL
+    too when an AR model is given); returns the figures as a list of dicts."""
     steps = args.sample_steps or model.L
     if steps > model.L:
         fail(f"--sample-steps must be at most L={model.L}, got {steps}")
-    test_names = [decode(r) for r in data.test]
     rows = []
     for temperature in temperatures:
-        t0 = time.perf_counter()
-        out = sample(model, args.num_samples, steps=steps, temperature=temperature, seed=args.seed)
-        seconds = time.perf_counter() - t0
-        names = [decode(row) for row in out.tokens]
-        quality = sample_report(names, data.train_names, test_names)
-        print(f"T={temperature:<4} {format_report(quality)}  ({out.network_calls} network calls, "
-              f"{seconds:.2f}s for {len(names)})  e.g. {' '.join(names[:8])}")
+        row = sample_quality(model, data, temperature, args.num_samples, steps, args.seed, ar_model)
+        names = row["examples"]
+        print(f"T={temperature:<4} {format_report(row)}  ({row['network_calls']} network calls, "
+              f"{row['seconds']:.2f}s for {args.num_samples})  e.g. {' '.join(names[:8])}")
         if temperature == 1.0 and show:
             print("  samples at T=1.0:", " ".join(names[8:8 + show]))
-        rows.append(dict(temperature=temperature, seconds=seconds, network_calls=out.network_calls,
-                         examples=names[:8 + show], **quality))
+        rows.append(row)
     return rows
 
 
@@ -148,16 +172,19 @@ def prepare(args, make_model):
     return data, model, cfg, start_step, optimizer_state
 
 
-def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None):
+def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, validate=None, metric="nelbo"):
     """Train with periodic/interrupt saves to args.out. Ctrl-C: save, print how to resume, exit 130; a
-    non-finite loss: one line, exit 1. Returns (train result, save) where save(step, optimizer, **figures)
-    writes the checkpoint again with extra figures."""
+    non-finite loss: one line, exit 1. validate(model) -> validation nats/char enables early stopping when
+    cfg.eval_every > 0 (the model ends with its best weights). Returns (train result, save) where
+    save(step, optimizer, **figures) writes the checkpoint again with extra figures."""
+    if cfg.eval_every and validate is not None and not len(data.val):
+        fail("--eval-every needs a validation split, and this names file has none")
     def save(step, optimizer, **figures):
         checkpoint.save(args.out, model, optimizer, step,
                         extra=dict(train=cfg.__dict__, engine_rng=tl.random.get_state(), **figures))
     try:
         result = train(model, data.train, cfg, loss_fn, start_step=start_step, optimizer_state=optimizer_state,
-                       save=save, save_every=args.save_every)
+                       save=save, save_every=args.save_every, metric=metric, validate=validate)
     except TrainingStopped as e:
         if not e.interrupted:
             print(f"error: {e}", file=sys.stderr)
@@ -166,30 +193,68 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None):
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out} "
               f"--out {args.out}", file=sys.stderr)
         sys.exit(130)
-    print(f"trained {cfg.steps - start_step} steps in {result['seconds']:.1f}s")
+    print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
+    if result["best_step"] is not None:
+        print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "
+              f"(kept those weights{'; stopped early' if result['stopped_early'] else ''})")
     return result, save
 
 
-def run(description, make_model, **defaults):
-    """The whole main job for one denoiser. make_model(args) builds it. Returns (model, data, args)."""
-    args = trainer_parser(description, **defaults).parse_args()
-    data, model, cfg, start_step, optimizer_state = prepare(args, make_model)
+def objective(model, cfg, data):
+    """(loss_fn, validate, metric) for training `model`: next-token NLL for the AR model, the diffusion loss
+    (cfg.objective, cfg.schedule) for a denoiser. validate scores data.val in nats/char: the exact NLL (AR) or
+    the NELBO from the same two mask draws every time (so successive figures compare fairly)."""
+    if is_autoregressive(model):
+        def validate(model):
+            return float(row_nll(model, data.val).sum() / chars_per_name(data.val).sum())
+        return ar_loss, validate, "nll"
     schedule = get_schedule(cfg.schedule)
 
     def loss_fn(model, x0, rng):
         return diffusion_loss(model, x0, schedule, rng, cfg.objective)
-    result, save = fit(args, model, cfg, data, loss_fn, start_step, optimizer_state)
-    t0 = time.perf_counter()
-    ev = nelbo(model, data.test, schedule, seed=cfg.seed)
+
+    def validate(model):
+        return nelbo(model, data.val, schedule, seed=cfg.seed, min_repeats=2, max_repeats=2)["nelbo"]
+    return loss_fn, validate, "nelbo"
+
+
+def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, orders=()):
+    """Train either kind of model (fit), score the test split (evaluate.likelihood_figures: the AR NLL, or the
+    NELBO and the fixed-`orders` likelihoods of a denoiser), save the checkpoint with the figures and the
+    validation curve. Returns dict(result, likelihood, unigram, test)."""
+    loss_fn, validate, metric = objective(model, cfg, data)
+    result, save = fit(args, model, cfg, data, loss_fn, start_step, optimizer_state, validate, metric)
+    figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
+                                 orders=orders)
     unigram = unigram_nll(data.train, data.test)
-    print(f"test NELBO {ev['nelbo']:.4f} ± {ev['se']:.4f} nats/char ({ev['method']}, {ev['repeats']} repeats, "
-          f"{time.perf_counter() - t0:.1f}s);  unigram baseline {unigram:.4f}")
-    save(cfg.steps, result["optimizer"], test_nelbo=ev["nelbo"], test_se=ev["se"])
+    print("\n".join(format_likelihood(figures)) + f"\nunigram baseline {unigram:.4f} nats/char")
+    main = figures.get("nll") or figures["nelbo"]
+    test = dict(nll=main["nll"], se=main["se"]) if "nll" in figures else \
+        dict(nelbo=main["nll"], se=main["se"], repeats=main["repeats"], method=main["method"])
+    save(result["last_step"], result["optimizer"], test=test, likelihood=figures,
+         validation=result["validation"], best_step=result["best_step"])
     print(f"saved {args.out}")
-    sweep = report_samples(model, data, args)
+    return dict(result=result, likelihood=figures, unigram=unigram, test=test)
+
+
+def write_json(path, model, cfg, trained, **more):
+    """The figures of a run as JSON (for the README tables)."""
+    result = trained["result"]
+    with open(path, "w") as f:
+        json.dump(dict(model=model.config, parameters=model.num_parameters(), train=cfg.__dict__,
+                       train_seconds=result["seconds"], history=result["history"],
+                       validation=result["validation"], best_step=result["best_step"],
+                       test=trained["test"], likelihood=trained["likelihood"], unigram=trained["unigram"],
+                       **more), f, indent=1)
+
+
+def run(description, make_model, **defaults):
+    """The whole main job for one model (a denoiser or the AR baseline). make_model(args) builds it.
+    Returns (model, data, args)."""
+    args = trainer_parser(description, **defaults).parse_args()
+    data, model, cfg, start_step, optimizer_state = prepare(args, make_model)
+    trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
+    sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(model=model.config, parameters=model.num_parameters(), train=cfg.__dict__,
-                           train_seconds=result["seconds"], history=result["history"], test=ev,
-                           unigram=unigram, sweep=sweep), f, indent=1)
+        write_json(args.json, model, cfg, trained, sweep=sweep)
     return model, data, args

@@ -1,6 +1,8 @@
 """Sample-quality figures for a list of generated names, against the training and test names."""
 import numpy as np
 
+BOUNDARY = 26   # the start/end symbol of a name in the bigram counts (letters are 0..25)
+
 
 def length_tv(samples, reference):
     """Total-variation distance between the length distributions: 1/2 sum_n |P(n) - Q(n)|."""
@@ -10,16 +12,62 @@ def length_tv(samples, reference):
     return 0.5 * float(np.abs(p - q).sum())
 
 
-def sample_report(samples, train_names, test_names):
-    """dict: novel (fraction not in train), unique (distinct / total), length_tv (to test), mean_length."""
+def bigram_counts(names):
+    """(27, 27) counts of character bigrams over '^name$' (index 26 is both ^ and $): a name of n letters
+    gives n + 1 bigrams, e.g. 'ab' -> ^a, ab, b$."""
+    counts = np.zeros((27, 27))
+    for name in names:
+        ids = [BOUNDARY] + [ord(c) - 97 for c in name] + [BOUNDARY]
+        np.add.at(counts, (ids[:-1], ids[1:]), 1)
+    return counts
+
+
+def bigram_kl(samples, train_names, smoothing=1.0):
+    """KL(P || Q) in nats between the character-bigram distributions of the samples (P, the empirical joint
+    frequencies) and of the training names (Q, add-`smoothing` over all 27 x 27 cells, so Q > 0):
+        KL = sum_{ab} P(ab) log(P(ab) / Q(ab)).
+    0 when the samples reproduce train's bigram statistics (up to the smoothing)."""
+    p = bigram_counts(samples)
+    if not p.sum():
+        raise ValueError("bigram_kl: no samples")
+    p = p / p.sum()
+    q = bigram_counts(train_names) + smoothing
+    q = q / q.sum()
+    seen = p > 0
+    return float((p[seen] * np.log(p[seen] / q[seen])).sum())
+
+
+def generative_nll(ar_model, names):
+    """nats/char of `names` under the AR model: sum of per-name -log p(name) / sum (letters + 1 end token).
+    Low means the names look like data to the AR model; read it with the diversity figures (a sampler that
+    repeats the most likely names scores low too)."""
+    from .autoregressive import name_nll            # here, so metrics stays importable without the model code
+    names = list(names)
+    if not names:
+        raise ValueError("generative_nll: no names")
+    return float(name_nll(ar_model, names).sum() / sum(len(n) + 1 for n in names))
+
+
+def sample_report(samples, train_names, test_names, ar_model=None):
+    """dict: novel (fraction not in train), unique (distinct / total), length_tv (to test), mean_length,
+    bigram_kl (to train) and, given an AR model, generative_nll (nats/char under it)."""
     train = set(train_names)
     n = max(len(samples), 1)
-    return dict(novel=sum(s not in train for s in samples) / n,
-                unique=len(set(samples)) / n,
-                length_tv=length_tv(samples, test_names),
-                mean_length=float(np.mean([len(s) for s in samples])) if samples else 0.0)
+    report = dict(novel=sum(s not in train for s in samples) / n,
+                  unique=len(set(samples)) / n,
+                  length_tv=length_tv(samples, test_names),
+                  mean_length=float(np.mean([len(s) for s in samples])) if samples else 0.0,
+                  bigram_kl=bigram_kl(samples, train_names) if samples else float("nan"))
+    if ar_model is not None:
+        report["generative_nll"] = generative_nll(ar_model, samples) if samples else float("nan")
+    return report
 
 
 def format_report(r):
-    return (f"novel {100 * r['novel']:.1f}%  unique {100 * r['unique']:.1f}%  "
+    text = (f"novel {100 * r['novel']:.1f}%  unique {100 * r['unique']:.1f}%  "
             f"length TV {r['length_tv']:.3f}  mean length {r['mean_length']:.2f}")
+    if "bigram_kl" in r:
+        text += f"  bigram KL {r['bigram_kl']:.4f}"
+    if "generative_nll" in r:
+        text += f"  gen NLL {r['generative_nll']:.3f}"
+    return text

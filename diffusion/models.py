@@ -94,11 +94,14 @@ class TransformerDenoiser(Denoiser):
         return self.head(self.ln_f(h))
 
 
-MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser}
+from .autoregressive import ARTransformer  # noqa: E402  (the AR baseline, so checkpoint.load rebuilds it too)
+
+MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
+          "ar_transformer": ARTransformer}
 
 
 def build_model(config):
-    """Rebuild a denoiser from its `config` dict (as stored in a checkpoint)."""
+    """Rebuild a denoiser (or the AR baseline) from its `config` dict (as stored in a checkpoint)."""
     config = dict(config)
     kind = config.pop("kind")
     if kind not in MODELS:

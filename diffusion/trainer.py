@@ -3,6 +3,11 @@
 Resumable by construction: the batch and the noise of step s depend only on (seed, s), the learning rate
 only on s, and the remaining state (weights, Adam moments, the engine's dropout generator) is saved in the
 checkpoint. So a run stopped at step s and resumed repeats the uninterrupted run bit for bit.
+
+Early stopping (optional, cfg.eval_every > 0 and a `validate` function): every eval_every steps the model is
+scored on held-out rows; the best weights so far are kept in memory, training stops after `patience`
+evaluations without improvement (0: never stops early), and the model ends with the best weights. The best
+weights are not in mid-run checkpoints, so a resumed run tracks the best again from the resume step.
 """
 import signal
 import time
@@ -29,6 +34,8 @@ class TrainConfig:
     schedule: str = "cosine"
     seed: int = 0
     log_every: int = 100
+    eval_every: int = 0          # validate every N steps (0: never); needs train(..., validate=...)
+    patience: int = 0            # stop after this many validations without improvement (0: never stop early)
 
 
 class TrainingStopped(Exception):
@@ -64,15 +71,35 @@ class _CtrlC:
         return False
 
 
+class _BestWeights:
+    """Validation bookkeeping: the curve [(step, value)], the best value, its step and a copy of its weights."""
+
+    def __init__(self, patience):
+        self.curve, self.best, self.best_step, self.weights, self.patience, self.bad = [], np.inf, 0, None, patience, 0
+
+    def update(self, step, value, model):
+        """Record a validation figure; returns True when training should stop (patience exhausted)."""
+        self.curve.append((step, float(value)))
+        if value < self.best:
+            self.best, self.best_step, self.weights, self.bad = float(value), step, model.state_dict(), 0
+        else:
+            self.bad += 1
+        return bool(self.patience) and self.bad >= self.patience
+
+
 def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_state=None, save=None,
-          save_every=0, metric="nelbo"):
+          save_every=0, metric="nelbo", validate=None):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
     loss_fn(model, x0, rng) -> (loss Tensor, figure to log in nats/char, named `metric` in the log);
     default: the diffusion loss with cfg.schedule and cfg.objective.
     save(step, optimizer) is called every save_every steps, at the end, and before stopping on Ctrl-C.
-    Returns dict(history, seconds, optimizer); history holds (step, mean training NELBO nats/char since the
-    previous log line). Raises TrainingStopped on Ctrl-C (after saving) or on a non-finite loss/gradient
+    validate(model) -> held-out figure in nats/char (lower is better), called every cfg.eval_every steps (in
+    eval mode) when both are set: keeps the best weights, stops early after cfg.patience bad validations, and
+    leaves the model with the best weights.
+    Returns dict(history, seconds, optimizer, validation, best_step, best_validation, stopped_early,
+    last_step); history holds (step, mean training figure nats/char since the previous log line), validation
+    (step, figure). Raises TrainingStopped on Ctrl-C (after saving) or on a non-finite loss/gradient
     (without saving: the last good checkpoint stays)."""
     if cfg.batch_size > len(x_train):
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(x_train)} training names")
@@ -86,6 +113,8 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
         opt.load_state_dict(optimizer_state)
     model.train()
     history, window, start = [], [], time.perf_counter()
+    tracker = _BestWeights(cfg.patience) if validate is not None and cfg.eval_every else None
+    stopped_early, step = False, start_step
     with _CtrlC() as ctrl_c:
         for step in range(start_step + 1, cfg.steps + 1):
             rng = np.random.default_rng([cfg.seed, step, 1])          # this step's noise: t and the masks
@@ -107,10 +136,28 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
                 log(f"step {step:6d}/{cfg.steps}  train {metric} {np.mean(window):.4f} nats/char  lr {opt.lr:.2e}  "
                     f"{done / elapsed:5.1f} steps/s  ETA {elapsed / done * (cfg.steps - step):5.0f}s")
                 window = []
+            if tracker and (step % cfg.eval_every == 0 or step == cfg.steps):
+                model.eval()
+                value = validate(model)
+                model.train()
+                stop = tracker.update(step, value, model)
+                log(f"step {step:6d}/{cfg.steps}  validation {metric} {value:.4f} nats/char  "
+                    f"(best {tracker.best:.4f} at step {tracker.best_step})")
+                if stop and step < cfg.steps:
+                    log(f"early stop at step {step}: no improvement in {cfg.patience} validations")
+                    stopped_early = True
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
                 save(step, opt)
             if ctrl_c.pressed and step < cfg.steps:
                 raise TrainingStopped(f"interrupted at step {step}", step, True)
+            if stopped_early:
+                break
     model.eval()
-    return dict(history=history, seconds=time.perf_counter() - start, optimizer=opt)
+    result = dict(history=history, seconds=time.perf_counter() - start, optimizer=opt, validation=[],
+                  best_step=None, best_validation=None, stopped_early=stopped_early,
+                  last_step=step)
+    if tracker and tracker.weights is not None:
+        model.load_state_dict(tracker.weights)
+        result.update(validation=tracker.curve, best_step=tracker.best_step, best_validation=tracker.best)
+    return result
 

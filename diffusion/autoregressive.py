@@ -1,0 +1,142 @@
+"""The autoregressive baseline: a causal character Transformer trained next-token on the same rows.
+
+A name x of n <= L letters is the row (x_0 .. x_{L-1}) = (letters, PAD, PAD, ...), as for the denoisers. The
+model reads the row shifted right behind a start token, (START, x_0 .. x_{L-2}), and at position i predicts
+x_i from x_<i (causal attention). PAD is the end token, so
+
+    log p(x) = sum_{i=0}^{min(n, L-1)} log p(x_i | x_<i),
+
+the letters then one end token; positions after the first PAD are not scored (the name is over). A name of
+exactly L letters has no room for PAD: its end is implied by the length limit (probability 1), as for the
+denoisers, which also model rows of L tokens. Costs are in nats per character, letters + 1 end token
+(data.chars_per_name), the same unit as the diffusion NELBO.
+
+START reuses the MASK id (27): the AR model never sees MASK, and the input vocabulary stays the same 28 tokens.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinygrad_lite import functional as F, nn, no_grad
+
+from .data import MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
+
+START = MASK
+
+
+class ARTransformer(nn.Module):
+    """Token + position embeddings -> `layers` pre-norm causal Transformer blocks (width `dim`, `heads` heads)
+    -> LayerNorm -> Linear -> next-token logits (B, T, 27), T <= L. Same blocks and size as the default
+    TransformerDenoiser, with causal=True. `config` rebuilds it through models.build_model."""
+
+    autoregressive = True
+    time_input = False
+
+    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0):
+        self.config = dict(kind="ar_transformer", L=L, dim=dim, layers=layers, heads=heads, dropout=dropout)
+        self.L = L
+        self.tok = nn.Embedding(VOCAB_SIZE, dim)
+        self.pos = nn.Embedding(L, dim)
+        self.blocks = [nn.TransformerBlock(dim, heads, causal=True, dropout=dropout) for _ in range(layers)]
+        self.ln_f = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, inputs):
+        """inputs (B, T) token ids, T <= L (START first) -> logits (B, T, 27); position i sees inputs[:, :i+1]."""
+        inputs = np.asarray(inputs)
+        if inputs.ndim != 2 or not 1 <= inputs.shape[1] <= self.L:
+            raise ValueError(f"ARTransformer: expected input rows of shape (B, T) with 1 <= T <= {self.L}, "
+                             f"got {inputs.shape}")
+        h = self.tok(inputs) + self.pos(np.arange(inputs.shape[1]))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))
+
+
+def is_autoregressive(model):
+    return getattr(model, "autoregressive", False)
+
+
+def inputs_of(x):
+    """Rows x (N, L) -> the model's input (N, L): START, then x shifted right by one (x_{L-1} is never read)."""
+    return np.concatenate([np.full((len(x), 1), START, dtype=x.dtype), x[:, :-1]], axis=1)
+
+
+def targets_of(x):
+    """Rows x (N, L) -> targets (N, L): x up to and including the first PAD, -100 (not scored) after it."""
+    after_end = np.cumsum(x == PAD, axis=1) - (x == PAD) > 0
+    return np.where(after_end, -100, x)
+
+
+def ar_loss(model, x0, rng=None):
+    """Training loss on a batch x0 (B, L): total next-token NLL / (letters + end tokens). Returns (loss Tensor,
+    the same in nats/char as a float). rng is unused (the trainer's loss_fn signature)."""
+    ce = F.cross_entropy(model(inputs_of(x0)), targets_of(x0), reduction="sum")
+    loss = ce * (1.0 / chars_per_name(x0).sum())
+    return loss, loss.item()
+
+
+@no_grad()
+def row_nll(model, x, batch_size=2048):
+    """Per-row total NLL in nats, -log p(x) = sum of the scored next-token costs, for rows x (N, L): (N,)."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = np.empty(len(x))
+        for i in range(0, len(x), batch_size):
+            rows = x[i:i + batch_size]
+            ce = F.cross_entropy(model(inputs_of(rows)), targets_of(rows), reduction="none")
+            out[i:i + batch_size] = ce.data.astype(np.float64).sum(axis=1)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def name_nll(ar_model, names):
+    """Per-name total NLL in nats (letters + end token) of a list of names under the AR model: (N,) float64.
+    Every name must have at most ar_model.L letters (ValueError otherwise)."""
+    return row_nll(ar_model, encode(list(names), ar_model.L))
+
+
+@dataclass
+class ARSamples:
+    tokens: np.ndarray        # (N, L) rows: letters, then PAD
+    network_calls: int        # forward passes: one per generated position, until every row has ended
+
+
+def _draw(logits, temperature, rng):
+    """One token per row from logits (N, C): softmax(logits / T); T = 0 is argmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    z = logits / temperature
+    p = np.exp(z - z.max(-1, keepdims=True))
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random((len(p), 1)) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(-1), p.shape[-1] - 1)
+
+
+@no_grad()
+def sample_ar(model, num=1000, temperature=1.0, seed=0):
+    """Generate `num` rows left to right: x_i ~ softmax(logits_i / T) given x_<i, until PAD or L letters.
+    Step i runs the model on the first i + 1 inputs only. Same seed -> same rows."""
+    if temperature < 0:
+        raise ValueError(f"sample_ar: temperature must be >= 0, got {temperature}")
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    x = np.full((num, model.L), PAD, dtype=np.int64)
+    inputs = np.full((num, model.L), START, dtype=np.int64)
+    ended = np.zeros(num, dtype=bool)
+    calls = 0
+    for i in range(model.L):
+        logits = model(inputs[:, :i + 1]).data[:, i].astype(np.float64)
+        calls += 1
+        token = np.where(ended, PAD, _draw(logits, temperature, rng))
+        x[:, i] = token
+        ended |= token == PAD
+        if ended.all():
+            break
+        if i + 1 < model.L:
+            inputs[:, i + 1] = token
+    model.train(was_training)
+    return ARSamples(x, calls)

@@ -1,0 +1,233 @@
+"""One evaluation for either kind of model: test likelihood with its standard error, and sample quality.
+
+Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
+* AR model: the exact test NLL, sum_names -log p(name) / sum_names chars.
+* denoiser: the NELBO (likelihood.nelbo), and the exact log-likelihood of two fixed decoding orders. Any
+  rule that picks the next position to reveal from what is already revealed makes the denoiser an
+  autoregressive model in that order,
+      -log p_order(x) = sum_{j=1..L} -log p(x_{s_j} | x at s_1..s_{j-1}, MASK elsewhere),
+  scored by teacher forcing the true token at each chosen position s_j (one forward pass per position, the
+  whole batch at once). Orders: 'left_to_right' (s_j = j) and 'confident' (s_j = the masked position whose
+  top probability is highest, one token per step). The NELBO is the average of -log p_order over uniformly
+  random orders, so a good fixed order is usually a tighter upper bound on NLL.
+  'length_first' is the default sampler's process with one token per step: the length n from the all-MASK
+  PAD probabilities (P(len <= i) = cummax_i p(PAD at i), P(len = n) their differences for n = 1..L,
+  renormalized), PAD written after it, then the most confident masked position among the first n with PAD
+  excluded (letters renormalized). It puts no mass on rows with a letter after PAD, so
+      -log p(x) = -log P(len = n) + sum_{j=1..n} -log p(x_{s_j} | revealed; letters only).
+Standard errors: for exact figures (AR NLL, ordered NLL) the test-set sampling error of the ratio
+sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
+
+Samples: `generate` draws names from either model; `sample_quality` adds the figures of metrics.sample_report.
+"""
+import time
+
+import numpy as np
+
+from tinygrad_lite import no_grad
+
+from .autoregressive import is_autoregressive, row_nll, sample_ar
+from .data import MASK, PAD, chars_per_name, decode
+from .likelihood import nelbo
+from .metrics import sample_report
+from .sampler import sample
+from .schedule import CosineSchedule
+
+ORDERS = ("left_to_right", "confident", "length_first")
+
+
+def ratio_figure(nll, chars):
+    """Per-name NLL (N,) and chars (N,) -> dict(nll = sum nll / sum chars, se): the standard error of that
+    ratio over names, se = sqrt(sum_i (nll_i - r c_i)^2 / (N (N - 1))) * N / sum c (delta method)."""
+    nll, chars = np.asarray(nll, dtype=np.float64), np.asarray(chars, dtype=np.float64)
+    if not np.all(np.isfinite(nll)):                     # a name the model cannot produce
+        return dict(nll=float("inf"), se=float("nan"), impossible=int((~np.isfinite(nll)).sum()))
+    r = nll.sum() / chars.sum()
+    n = len(nll)
+    se = np.sqrt(((nll - r * chars) ** 2).sum() / (n * (n - 1))) * n / chars.sum() if n > 1 else float("nan")
+    return dict(nll=float(r), se=float(se))
+
+
+@no_grad()
+def ordered_nll(model, x, order="left_to_right", schedule=None, batch_size=2048):
+    """Exact -log p(x) (nats, per row: (N,)) of rows x (N, L) under the denoiser decoding one position at a
+    time in `order`, teacher forcing the true token (see the module docstring). L forward passes per batch.
+    schedule: for time-conditioned denoisers, t is the time whose mask rate equals the row's MASK fraction."""
+    if order not in ORDERS:
+        raise ValueError(f"ordered_nll: order must be one of {ORDERS}, got {order!r}")
+    schedule = schedule or CosineSchedule()
+    was_training = model.training
+    model.eval()
+    try:
+        return np.concatenate([_ordered_chunk(model, x[i:i + batch_size], order, schedule)
+                               for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def _log_softmax(logits):
+    return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+
+
+def _ordered_chunk(model, x, order, schedule):
+    if order == "length_first":
+        return _length_first_chunk(model, x, schedule)
+    N, L = x.shape
+    rows = np.arange(N)
+    xt = np.full_like(x, MASK)
+    nll = np.zeros(N)
+    for j in range(L):
+        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
+        logits = model(xt, t).data.astype(np.float64)                       # (N, L, 27)
+        logp = _log_softmax(logits)
+        if order == "left_to_right":
+            pos = np.full(N, j)
+        else:
+            confidence = np.where(xt == MASK, logp.max(-1), -np.inf)
+            pos = confidence.argmax(axis=1)
+        nll -= logp[rows, pos, x[rows, pos]]
+        xt[rows, pos] = x[rows, pos]
+    return nll
+
+
+def _length_first_chunk(model, x, schedule):
+    """-log p(x) under 'length first, then one most-confident letter per step' (module docstring): (N,).
+    Rows with a letter after a PAD, or no letter, have probability 0 (inf)."""
+    N, L = x.shape
+    rows, positions = np.arange(N), np.arange(L)
+    n = (x != PAD).sum(axis=1)
+    valid = (n >= 1) & np.all((x != PAD) == (positions < n[:, None]), axis=1)
+    xt = np.full_like(x, MASK)
+
+    def log_probs(xt, letters_only):
+        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
+        logits = model(xt, t).data.astype(np.float64)                           # (N, L, 27)
+        logits[..., PAD] = np.where(letters_only, -np.inf, logits[..., PAD])
+        return _log_softmax(logits)
+    p_pad = np.maximum.accumulate(np.exp(log_probs(xt, False)[..., PAD]), axis=1)  # P(len <= i), monotone
+    p_len = np.clip(np.diff(np.concatenate([p_pad, np.ones((N, 1))], axis=1), axis=1), 0, None)
+    p_len = p_len / p_len.sum(axis=1, keepdims=True)                             # P(len = 1..L)
+    with np.errstate(divide="ignore"):
+        nll = -np.log(p_len[rows, np.clip(n - 1, 0, L - 1)])
+    letters = positions < n[:, None]
+    xt = np.where(letters, MASK, PAD)
+    for _ in range(n.max()):
+        masked = xt == MASK
+        active = masked.any(axis=1)
+        logp = log_probs(xt, letters)
+        pos = np.where(masked, logp.max(-1), -np.inf).argmax(axis=1)
+        target = np.where(valid, x[rows, pos], 0)
+        nll -= np.where(active, logp[rows, pos, target], 0.0)
+        xt[rows[active], pos[active]] = x[rows[active], pos[active]]
+    return np.where(valid, nll, np.inf)
+
+
+def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=ORDERS):
+    """Likelihood figures of `model` on rows x (N, L), nats/char, each dict(nll, se, seconds).
+    AR: {'nll'}; denoiser: {'nelbo'} + one per decoding order in `orders` (default all: 'left_to_right',
+    'confident', 'length_first'); nelbo also holds repeats and method."""
+    chars = chars_per_name(x)
+    out = {}
+
+    def timed(name, compute):
+        t0 = time.perf_counter()
+        out[name] = dict(compute(), seconds=time.perf_counter() - t0)
+    if is_autoregressive(model):
+        timed("nll", lambda: ratio_figure(row_nll(model, x), chars))
+        return out
+
+    def run_nelbo():
+        ev = nelbo(model, x, schedule, seed=seed, target_se=target_se)
+        return dict(nll=ev["nelbo"], se=ev["se"], repeats=ev["repeats"], method=ev["method"])
+    timed("nelbo", run_nelbo)
+    for order in orders:
+        timed(order, lambda: ratio_figure(ordered_nll(model, x, order, schedule), chars))
+    return out
+
+
+LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",
+                         left_to_right="test NLL bound, left-to-right order",
+                         confident="test NLL bound, most-confident-first order",
+                         length_first="test NLL bound, length first then most-confident-first")
+
+
+def format_likelihood(figures):
+    """Lines like 'test NLL (exact) 2.0012 ± 0.0110 nats/char (se over test names, 0.4s)'."""
+    lines = []
+    for name, f in figures.items():
+        kind = (f"Monte-Carlo se: {f['method']}, {f['repeats']} repeats" if name == "nelbo"
+                else "se over test names")
+        if "impossible" in f:
+            kind = f"{f['impossible']} names have probability 0 under it"
+        lines.append(f"{LIKELIHOOD_LABELS[name]} {f['nll']:.4f} ± {f['se']:.4f} nats/char ({kind}, "
+                     f"{f['seconds']:.1f}s)")
+    return lines
+
+
+def generate(model, num, temperature=1.0, steps=None, seed=0):
+    """Names from either model. steps: the denoiser's unmasking steps (default L; ignored by the AR model).
+    Returns dict(names, network_calls, seconds)."""
+    t0 = time.perf_counter()
+    if is_autoregressive(model):
+        out = sample_ar(model, num, temperature=temperature, seed=seed)
+    else:
+        out = sample(model, num, steps=steps or model.L, temperature=temperature, seed=seed)
+    seconds = time.perf_counter() - t0
+    return dict(names=[decode(row) for row in out.tokens], network_calls=out.network_calls, seconds=seconds)
+
+
+def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, ar_model=None):
+    """Generate `num` names and score them: metrics.sample_report (novel, unique, length TV to test, bigram KL
+    to train, and the generative NLL under ar_model if given) + temperature, steps, network calls, samples/s
+    and the first 20 names."""
+    gen = generate(model, num, temperature, steps, seed)
+    test_names = [decode(r) for r in data.test]
+    quality = sample_report(gen["names"], data.train_names, test_names, ar_model)
+    return dict(temperature=temperature, steps=None if is_autoregressive(model) else (steps or model.L),
+                network_calls=gen["network_calls"], seconds=gen["seconds"],
+                samples_per_second=num / gen["seconds"], examples=gen["names"][:20], **quality)
+
+
+def evaluate_model(model, data, temperatures=(1.0,), num=1000, steps=None, seed=0, ar_model=None, target_se=0.01):
+    """The full evaluation of one model on the test split: dict(likelihood (likelihood_figures), samples (one
+    sample_quality dict per temperature)). ar_model scores the samples (default: the model itself if AR)."""
+    if ar_model is None and is_autoregressive(model):
+        ar_model = model
+    return dict(likelihood=likelihood_figures(model, data.test, seed=seed, target_se=target_se),
+                samples=[sample_quality(model, data, t, num, steps, seed, ar_model) for t in temperatures])
+
+
+# ----------------------------------------------------------------------------- tables (Markdown)
+def markdown_table(header, rows):
+    """header: column names; rows: lists of cells (already formatted strings)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def likelihood_table(models):
+    """models: {name: likelihood_figures dict} -> one row per figure."""
+    rows = [[name, LIKELIHOOD_LABELS[k].replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
+            for name, figures in models.items() for k, f in figures.items()]
+    return markdown_table(["model", "test likelihood", "nats/char", "± se"], rows)
+
+
+def _gen_nll(row):
+    return f"{row['generative_nll']:.3f}" if "generative_nll" in row else "n/a"
+
+
+def samples_table(models, first="model"):
+    """models: {label: [sample_quality dicts]} -> one row per (label, temperature/steps)."""
+    rows = [[label, f"{r['temperature']:g}", "-" if r["steps"] is None else r["steps"], r["network_calls"],
+             f"{r['samples_per_second']:.0f}", f"{100 * r['novel']:.1f}%", f"{100 * r['unique']:.1f}%",
+             f"{r['length_tv']:.3f}", f"{r['bigram_kl']:.4f}", _gen_nll(r)]
+            for label, quality in models.items() for r in quality]
+    return markdown_table([first, "T", "steps S", "network calls", "samples/s", "novel", "unique", "length TV",
+                           "bigram KL", "gen NLL (AR)"], rows)
+
+
+def curves_table(curves):
+    """curves: {label: [(step, validation nats/char)]} -> one row per step, one column per model."""
+    steps = sorted({s for curve in curves.values() for s, _ in curve})
+    lookup = {label: dict(curve) for label, curve in curves.items()}
+    rows = [[s] + [f"{lookup[label][s]:.4f}" if s in lookup[label] else "" for label in curves] for s in steps]
+    return markdown_table(["step"] + list(curves), rows)

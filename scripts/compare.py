@@ -1,0 +1,115 @@
+"""Autoregressive vs diffusion at matched size and steps: likelihood, sampling cost, sample quality, and
+diffusion's quality versus its number of sampling steps.
+
+    python scripts/compare.py --json runs/compare.json           # trains both (3000 steps each), then compares
+    python scripts/compare.py --ar-checkpoint ar.npz --diffusion-checkpoint transformer.npz
+
+Both models: 4 Transformer layers, width 64, 4 heads, L=16 (causal for AR, bidirectional for diffusion); the
+same steps, batch, learning rate, weight decay, dropout and seed (the diffusion objective is --objective,
+default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
+kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix). The samples of both are scored by
+the AR model (generative NLL).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tinygrad_lite as tl  # noqa: E402
+from diffusion.autoregressive import ARTransformer, is_autoregressive  # noqa: E402
+from diffusion.cli import fail, load_checkpoint, load_data, train_and_test, trainer_parser  # noqa: E402
+from diffusion.evaluate import (ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
+                                sample_quality, samples_table)
+from diffusion.models import TransformerDenoiser  # noqa: E402
+from diffusion.trainer import TrainConfig  # noqa: E402
+
+TEMPERATURES = (0.8, 1.0)
+SAMPLING_STEPS = (1, 2, 4, 8, 16)
+KINDS = {"AR": lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout),
+         "diffusion": lambda args: TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout)}
+
+
+def parse_args():
+    p = trainer_parser(__doc__.splitlines()[0], steps=3000, batch_size=64, lr=2e-3, objective="exact_k",
+                       dropout=0.0, eval_every=500, out="runs/compare")
+    p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
+    p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
+    p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")
+    args = p.parse_args()
+    if args.resume:
+        fail("compare.py does not resume; train with scripts/train_ar.py or scripts/train.py --resume, then "
+             "pass --ar-checkpoint / --diffusion-checkpoint")
+    return args
+
+
+def get_model(kind, path, args, data):
+    """(model, info) loaded from `path`, or trained here with the shared flags. info: train seconds, the
+    validation curve [(step, nats/char)] and the test likelihood figures."""
+    if path:
+        model, meta = load_checkpoint(path)
+        if is_autoregressive(model) != (kind == "AR"):
+            fail(f"{path}: expected {'an AR' if kind == 'AR' else 'a diffusion'} checkpoint, found "
+                 f"{model.config['kind']}")
+        if model.L != data.L:
+            fail(f"{path}: the model has L={model.L}, but --L is {data.L}")
+        print(f"{kind}: loaded {path} (step {meta['step']})")
+        figures = likelihood_figures(model, data.test, seed=args.seed)
+        return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"],
+                           validation=meta["extra"].get("validation", []), likelihood=figures)
+    print(f"\n== training {kind}")
+    tl.manual_seed(args.seed)
+    model = KINDS[kind](args)
+    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
+    args.out = f"{args.out_prefix}_{'ar' if kind == 'AR' else 'diffusion'}.npz"
+    trained = train_and_test(args, data, model, cfg, orders=ORDERS)
+    result = trained["result"]
+    return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
+                       best_step=result["best_step"], validation=result["validation"],
+                       likelihood=trained["likelihood"])
+
+
+def main():
+    args = parse_args()
+    args.out_prefix = args.out[:-4] if args.out.endswith(".npz") else args.out
+    data = load_data(args)
+    models, info = {}, {}
+    for kind, path in (("AR", args.ar_checkpoint), ("diffusion", args.diffusion_checkpoint)):
+        models[kind], info[kind] = get_model(kind, path, args, data)
+    ar = models["AR"]
+    print("\n== sampling", args.num_samples, "names per row")
+    quality = {kind: [sample_quality(m, data, t, args.num_samples, None, args.seed, ar) for t in TEMPERATURES]
+               for kind, m in models.items()}
+    diffusion = models["diffusion"]
+    by_steps = {"diffusion": [sample_quality(diffusion, data, args.sweep_temperature, args.num_samples, s,
+                                             args.seed, ar) for s in SAMPLING_STEPS if s <= diffusion.L]}
+    by_steps["AR (reference)"] = [q for q in quality["AR"] if q["temperature"] == args.sweep_temperature]
+
+    print("\n## Training")
+    print(f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, weight decay {args.weight_decay}, "
+          f"dropout {args.dropout}, diffusion objective {args.objective}; parameters: "
+          + ", ".join(f"{k} {m.num_parameters():,}" for k, m in models.items()))
+    for kind in models:
+        seconds = info[kind]["train_seconds"]
+        print(f"{kind}: " + (f"trained {info[kind]['steps']} steps in {seconds:.0f}s" if seconds is not None
+                             else f"loaded {info[kind]['checkpoint']}"))
+    print("\n## Test likelihood (nats/char, letters + end token)\n")
+    print(likelihood_table({k: v["likelihood"] for k, v in info.items()}))
+    print("\n## Samples (generative NLL: under the AR model)\n")
+    print(samples_table(quality))
+    print(f"\n## Diffusion quality versus sampling steps S (T={args.sweep_temperature:g})\n")
+    print(samples_table(by_steps))
+    curves = {f"{k} validation {'NLL' if k == 'AR' else 'NELBO'}": v["validation"] for k, v in info.items()}
+    if any(curves.values()):
+        print("\n## Learning curves (validation, nats/char)\n")
+        print(curves_table(curves))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(settings={k: v for k, v in vars(args).items()}, models={k: m.config for k, m in
+                      models.items()}, parameters={k: m.num_parameters() for k, m in models.items()},
+                           info=info, samples=quality, sampling_steps=by_steps), f, indent=1)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
