@@ -95,6 +95,9 @@ def trainer_parser(description, **defaults):
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
                        help="dropout rate in the Transformer blocks")
+    if "time_input" in d:
+        p.add_argument("--time-input", action="store_true", default=d["time_input"],
+                       help="condition the denoiser on t (needs --objective nelbo or simple)")
     return p
 
 
@@ -168,6 +171,8 @@ def prepare(args, make_model):
         fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
     if model.L != data.L:
         fail(f"the checkpoint's model has L={model.L}, but --L is {data.L}")
+    if getattr(model, "time_input", False) and cfg.objective == "exact_k":
+        fail("objective exact_k needs a denoiser without time input; use --objective nelbo with --time-input")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
     return data, model, cfg, start_step, optimizer_state
 

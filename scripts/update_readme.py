@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
-              ("simple", "simple")]
+              ("simple", "simple"), ("time_input", "nelbo, cosine, with time input")]
 
 
 def file_table():
@@ -60,7 +60,8 @@ def run_trainer(script, json_path, *flags):
 
 
 def objective_flags(name):
-    return ["--objective", "nelbo", "--schedule", "linear"] if name == "nelbo_linear" else ["--objective", name]
+    return {"nelbo_linear": ["--objective", "nelbo", "--schedule", "linear"],
+            "time_input": ["--objective", "nelbo", "--time-input"]}.get(name, ["--objective", name])
 
 
 def objectives_table(runs):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--steps", "60", "--batch-size", "32", "--log-every", "5", "--num-samples", "20"]
+FAST = ["--steps", "60", "--batch-size", "32", "--log-every", "1", "--num-samples", "20"]  # a log line per step
 
 
 def train(out, *extra):
