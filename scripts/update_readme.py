@@ -73,6 +73,18 @@ def objectives_table(runs):
     return "\n".join(rows)
 
 
+def compare_section():
+    """scripts/compare.py on the checkpoints just trained (AR and default diffusion), its tables as printed."""
+    print("running scripts/compare.py ...", flush=True)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compare.py"), "--ar-checkpoint",
+                          os.path.join(ROOT, "runs", "train_ar.npz"), "--diffusion-checkpoint",
+                          os.path.join(ROOT, "runs", "train.npz"), "--json", os.path.join(ROOT, "runs", "compare.json")],
+                         check=True, capture_output=True, text=True).stdout
+    body = out[out.index("## Test likelihood"):]
+    return "\n".join(f"**{line[3:]}**" if line.startswith("## ") else line for line in body.splitlines()
+                     if not line.startswith("=="))
+
+
 def long_table(r):
     t1 = next(s for s in r["sweep"] if s["temperature"] == 1.0)
     curve = ", ".join(f"{step // 1000}k: {v:.3f}" for step, v in r["history"] if step % 5000 == 0)
@@ -141,6 +153,9 @@ def main():
             with open(path) as f:
                 objective_runs.append((label, json.load(f)))
         text = replace_section(text, "objectives", objectives_table(objective_runs))
+        if not args.reuse:
+            run_trainer("train_ar", os.path.join(ROOT, "runs", "train_ar.json"))
+        text = replace_section(text, "compare", compare_section())
         long_json = os.path.join(ROOT, "runs", "long.json")
         if os.path.exists(long_json):
             with open(long_json) as f:
