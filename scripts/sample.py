@@ -68,8 +68,8 @@ def parser():
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .npz written by one of the trainers")
     p.add_argument("--num", type=positive_int, default=20, help="how many names (default 20)")
-    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
-                   help="token softmax temperature; 0 = greedy (default 1.0)")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="token softmax temperature, > 0 (default 1.0); for greedy use a small value like 0.01")
     p.add_argument("--steps", type=positive_int, default=None, help="unmasking steps, 1..L (default L)")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("length and constraints")
