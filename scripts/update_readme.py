@@ -85,6 +85,21 @@ def compare_section():
                      if not line.startswith("=="))
 
 
+def pictures_section():
+    """The forward process on 'maria' and one reverse trajectory of the default model (runs/train.npz)."""
+    sys.path.insert(0, ROOT)
+    from diffusion import checkpoint
+    from diffusion.sampler import sample
+    from diffusion.schedule import CosineSchedule
+    from diffusion.visualize import forward_view, reverse_view
+    model = checkpoint.load(os.path.join(ROOT, "runs", "train.npz"))[0]
+    forward = forward_view("maria", CosineSchedule(), model.L, times=(0.0, 0.25, 0.5, 0.75, 1.0), seed=1)
+    reverse = reverse_view(sample(model, 1, steps=6, seed=3, keep_trajectory=True), rows=1)
+    return ("```\nforward process: each position masked with probability mask_rate(t)\n" + "\n".join(forward) +
+            "\n\nreverse process: the default Transformer, S = 6 steps (step 0 draws the length)\n" +
+            "\n".join(line for line in reverse if line.strip()) + "\n```")
+
+
 def long_table(r):
     t1 = next(s for s in r["sweep"] if s["temperature"] == 1.0)
     curve = ", ".join(f"{step // 1000}k: {v:.3f}" for step, v in r["history"] if step % 5000 == 0)
@@ -156,6 +171,7 @@ def main():
         if not args.reuse:
             run_trainer("train_ar", os.path.join(ROOT, "runs", "train_ar.json"))
         text = replace_section(text, "compare", compare_section())
+        text = replace_section(text, "pictures", pictures_section())
         long_json = os.path.join(ROOT, "runs", "long.json")
         if os.path.exists(long_json):
             with open(long_json) as f:
