@@ -104,15 +104,6 @@ SCALAR_FORMS = {
 }
 
 
-@pytest.mark.parametrize("name", SCALAR_FORMS)
-@given(data=st.data())
-def test_scalar_and_reflected_forms(name, data):
-    op, ref, elements = SCALAR_FORMS[name]
-    x = data.draw(arrays(data.draw(SHAPES), elements))
-    assert_forward(op(Tensor(x)), ref(x))
-    gradcheck(op, [x])
-
-
 # ---------------------------------------------------------------------------------------------- matmul
 @given(data=st.data())
 def test_matmul(data):
@@ -159,10 +150,10 @@ UNARY = {
 }
 
 
-@pytest.mark.parametrize("name", UNARY)
+@pytest.mark.parametrize("name", {**UNARY, **SCALAR_FORMS})   # unary ops, and binary ops with a constant
 @given(data=st.data())
 def test_unary_op(name, data):
-    op, ref, elements = UNARY[name]
+    op, ref, elements = {**UNARY, **SCALAR_FORMS}[name]
     x = data.draw(arrays(data.draw(SHAPES), elements))
     assert_forward(op(Tensor(x)), ref(x))
     gradcheck(op, [x])
