@@ -60,10 +60,24 @@ def training_step(model, x, objective):
     return step
 
 
+def _forward_gemms(node):
+    """The (A.shape, B.shape) products C = A B a node's forward computes: plain matmuls and the fused ops."""
+    shapes = [p.shape for p in node._parents]
+    if node._op == "matmul":
+        return [tuple(shapes[:2])]
+    if node._op == "linear":                    # x (..., in) @ W^T (in, out), as one 2-D GEMM
+        (*lead, n_in), (n_out, _) = shapes[0], shapes[1]
+        return [((int(np.prod(lead)), n_in), (n_in, n_out))]
+    if node._op == "attention":                 # S = q k^T, then out = P v
+        q, k, v = shapes
+        return [(q, k[:-2] + (k[-1], k[-2])), (q[:-1] + (k[-2],), v)]
+    return []
+
+
 def matmul_shapes(model, x, objective):
-    """(a.shape, b.shape) of every matmul in one training step, read off the loss's graph before backward."""
+    """Every GEMM of one training step's forward, read off the loss's graph before backward."""
     loss, _ = diffusion_loss(model, x, CosineSchedule(), np.random.default_rng(0), objective)
-    return [(n._parents[0].shape, n._parents[1].shape) for n in loss._topological_order() if n._op == "matmul"]
+    return [shape for n in loss._topological_order() for shape in _forward_gemms(n)]
 
 
 def matmul_floor_ms(shapes, repeats):

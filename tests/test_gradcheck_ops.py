@@ -544,6 +544,17 @@ def composed_cross_entropy(z, targets, reduction, ignore_index, weight):
     return losses.sum() if reduction == "sum" else losses.sum() / max(float(w.sum()), 1e-12)
 
 
+def composed_linear(x, w, b):
+    return x @ w.T + b
+
+
+def composed_attention(q, k, v, keep):
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    if keep is not None:
+        scores = where(keep, scores, float(np.finfo(scores.dtype).min))
+    return composed_softmax(scores, -1) @ v
+
+
 def values_and_grads(fn, arrays_, dtype, G_seed=1):
     """fn's output and the gradient of sum(out * G) for each input, computed in `dtype`."""
     tensors = [Tensor(np.asarray(a, dtype=dtype), requires_grad=True) for a in arrays_]
@@ -599,6 +610,62 @@ def test_fused_cross_entropy_matches_composed(case):
                 lambda z: composed_cross_entropy(z, targets, reduction, ignore_index, weight), [logits])
 
 
+@st.composite
+def linear_inputs(draw):
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return draw(arrays(lead + (n_in,))), draw(arrays((n_out, n_in))), draw(arrays((n_out,)))
+
+
+@given(inputs=linear_inputs())
+def test_linear(inputs):
+    x, w, b = inputs
+    assert_forward(F.linear(Tensor(x), Tensor(w), Tensor(b)), x @ w.T + b)
+    gradcheck(F.linear, [x, w, b])
+    gradcheck(lambda t, w_: F.linear(t, w_), [x, w])
+
+
+@given(inputs=linear_inputs())
+def test_fused_linear_matches_composed(inputs):
+    assert_same(F.linear, composed_linear, list(inputs))
+
+
+@st.composite
+def attention_inputs(draw):
+    """q, k, v for 1-2 batch axes and a boolean keep mask (None, causal, or key padding)."""
+    batch = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=2))
+    Lq, Lk, E, Ev = (draw(st.integers(1, 3)) for _ in range(4))
+    q, k, v = draw(arrays(batch + (Lq, E))), draw(arrays(batch + (Lk, E))), draw(arrays(batch + (Lk, Ev)))
+    kind = draw(st.sampled_from(["none", "causal", "key_padding"]))
+    keep = {"none": None, "causal": np.tril(np.ones((Lq, Lk), dtype=bool)),
+            "key_padding": draw(hnp.arrays(bool, batch[:1] + (1,) * len(batch[1:]) + (1, Lk)))}[kind]
+    return q, k, v, keep
+
+
+@given(inputs=attention_inputs())
+def test_fused_attention_matches_composed(inputs):
+    q, k, v, keep = inputs  # a fully masked query row is uniform over all keys in both, with no gradient to q, k
+    assert_same(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=keep),
+                lambda a, b, c: composed_attention(a, b, c, keep), [q, k, v])
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+@given(inputs=attention_inputs(), seed=st.integers(0, 2 ** 16))
+def test_attention_dropout_matches_composed(p, inputs, seed):
+    q, k, v, keep = inputs
+    def fused(a, b, c):
+        tinygrad_lite.manual_seed(seed)
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=keep, dropout_p=p)
+
+    def composed(a, b, c):  # the same draw: F.dropout on the attention weights, after the same seed
+        scores = (a @ b.transpose(-2, -1)) * (1.0 / math.sqrt(a.shape[-1]))
+        if keep is not None:
+            scores = where(keep, scores, float(np.finfo(scores.dtype).min))
+        tinygrad_lite.manual_seed(seed)
+        return F.dropout(composed_softmax(scores, -1), p) @ c
+    assert_same(fused, composed, [q, k, v])
+
+
 # ------------------------------------------------------------------------- float32 paths vs. float64
 # The same fused op in float32 must stay float32 (values and gradients) and agree with float64 to float32
 # accuracy. Norm-wise: max |f32 - f64| <= tol * max(1, max |f64|), tol = 1e-5 ~ 100 float32 ulps (2^-23
@@ -643,3 +710,14 @@ def test_float32_rms_norm(inputs):
 def test_float32_cross_entropy(case):
     logits, targets, reduction, ignore_index, weight = case
     assert_float32_close(lambda z: F.cross_entropy(z, targets, reduction, ignore_index, weight), [logits])
+
+
+@given(inputs=linear_inputs())
+def test_float32_linear(inputs):
+    assert_float32_close(F.linear, list(inputs))
+
+
+@given(inputs=attention_inputs())
+def test_float32_attention(inputs):
+    q, k, v, keep = inputs
+    assert_float32_close(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=keep), [q, k, v])
