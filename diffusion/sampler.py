@@ -11,6 +11,14 @@ length from that (restricted to a range if one is given), write the PADs, and th
 remaining positions; a letter can never follow a PAD. `length="joint"` is the plain sampler, kept to measure the
 bias. `length=6` or `length=(5, 7)` fixes the length or restricts the draw to a range.
 
+The last letter first. MASK tells the denoiser "unknown", and in training a masked position could as well be
+a PAD, so a row laid out for length n (letters masked, PADs from n on) still looks to the model like "any
+length <= n": its predictions mix in shorter names. So a row's first reveal, whatever the order, is its last
+letter (position n - 1, PAD excluded): that draw is exactly P(letter | length n), and once it is written the
+input itself says the length is n (a letter never follows a PAD), so every later prediction is conditioned
+on the drawn length. Revealing one token a step in random order is then exact ancestral sampling of the
+model's distribution (tests/test_sampler.py checks it with an exact denoiser of a known distribution).
+
 Templates. `template="m__a"`: letters are fixed, `_` is one generated letter, and one `*` stands for any number
 (0 or more) of generated letters: "ma*" (prefix), "*ette" (suffix), "a*a", "m_*". A template without `*` fixes
 the length. With `*`, the length is drawn as above from the model's prediction given the leading fixed letters,
@@ -256,14 +264,14 @@ def _lay_out(template, n, L):
     return x
 
 
-def _choose(probs, masked, count, order, tau, threshold, rng):
+def _choose(probs, masked, count, order, tau, threshold, rng, first):
     """(n, L) bool: the positions to reveal this step. The `count[i]` best masked positions of row i by the
-    order's score (plus tau * Gumbel noise, MaskGIT's choice temperature); with a threshold, at least one, and
-    also every masked position whose top probability reaches it."""
+    order's score (plus tau * Gumbel noise, MaskGIT's choice temperature), positions in `first` before all
+    others; with a threshold, at least one, and also every masked position whose top probability reaches it."""
     key = _scores(probs, order, rng)
     if tau > 0 and order != "random":
         key = key + tau * rng.gumbel(size=key.shape)
-    key = np.where(masked, key, -np.inf)
+    key = np.where(masked, np.where(first, np.inf, key), -np.inf)
     rank = (-key).argsort(axis=1, kind="stable").argsort(axis=1, kind="stable")
     if threshold is None:
         return masked & (rank < count[:, None])
@@ -340,6 +348,9 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         letters_only = positions < n[:, None]
     fixed = x != MASK
     reveal_step = np.zeros((num, L), dtype=np.int64)
+
+    # the last letter first (see the docstring): once it is revealed, the input itself says "length n"
+    last = np.zeros_like(fixed) if plain else ~fixed & (positions == n[:, None] - 1)
     if keep_trajectory and not plain:
         trajectory.append((0, x.copy()))
     still = still_masked_schedule((x == MASK).sum(axis=1), steps, schedule)
@@ -361,11 +372,11 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         probs = _tempered_softmax(logits, temperature)
         tokens = _draw(_filter(probs, top_k, top_p), temperature, rng)
         target = still[rows, step + 1]                   # masks the schedule leaves after this step
-        again = (_remask_draw(~masked & ~fixed[rows], target, remask, step, steps, schedule, rng) if remask > 0
+        again = (_remask_draw(~masked & ~fixed[rows] & ~last[rows], target, remask, step, steps, schedule, rng) if remask > 0
                  else np.zeros_like(masked))
         count = np.maximum(masked.sum(1) + again.sum(1) - target, 0)
         reveal = _choose(probs, masked, count, order, choice_temperature * (1.0 - (step + 1) / steps),
-                         threshold, rng)
+                         threshold, rng, first=last[rows] & masked)
         xa[reveal] = tokens[reveal]
         xa[again] = MASK
         x[rows] = xa

@@ -45,6 +45,20 @@ def median_ms(fn, repeats, warmup=3):
     return 1000 * float(np.median(times))
 
 
+def interleaved_ms(fns, rounds, block=5):
+    """Median ms of each fn in each round, the fns taking turns a block at a time: an array (rounds, len(fns)).
+
+    This machine's speed drifts by tens of percent over a minute, so a ratio of two timings is only fair
+    when both come from the same minute: the median over rounds of a per-round ratio is steady even when
+    the absolute times are not. Each block starts with an untimed call, because switching libraries (NumPy's
+    BLAS threads, PyTorch's OpenMP threads) costs the first call of a block."""
+    times = np.zeros((rounds, len(fns)))
+    for r in range(rounds):
+        for i, fn in enumerate(fns):
+            times[r, i] = median_ms(fn, block, warmup=1)
+    return times
+
+
 def training_step(model, x, objective):
     """A closure running one full training step, as scripts/train*.py do."""
     opt = optim.AdamW(model.parameters(), lr=1e-3)
@@ -80,7 +94,7 @@ def matmul_shapes(model, x, objective):
     return [shape for n in loss._topological_order() for shape in _forward_gemms(n)]
 
 
-def matmul_floor_ms(shapes, repeats):
+def matmul_floor(shapes):
     """The same matmuls in raw NumPy: forward C = A B and backward A^T G, G B^T, nothing else."""
     rng = np.random.default_rng(0)
     arrays = [(rng.standard_normal(a).astype(np.float32), rng.standard_normal(b).astype(np.float32)) for a, b in shapes]
@@ -90,7 +104,7 @@ def matmul_floor_ms(shapes, repeats):
             c = a @ b
             c @ b.swapaxes(-1, -2)
             a.swapaxes(-1, -2) @ c
-    return median_ms(run, repeats)
+    return run
 
 
 def op_overhead_us(repeats):
@@ -108,12 +122,12 @@ def op_overhead_us(repeats):
     return 1000 * median_ms(run, repeats) / (2 * n)
 
 
-def torch_step_ms(batch, repeats):
+def torch_step(batch):
     """The same Transformer step in PyTorch eager (same shapes, float32, same threads), if torch is importable."""
     try:
         import torch
     except ImportError:
-        return None
+        return None, None
     import torch.nn as nn
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
@@ -149,16 +163,25 @@ def torch_step_ms(batch, repeats):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-    return median_ms(step, repeats)
+    return step, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def peak_rss_mb(steps):
-    """Peak resident memory of `scripts/train.py` (default config, `steps` steps) in its own process."""
+    """Peak resident memory of `scripts/train.py` (default config, `steps` steps) in its own process.
+
+    Read as VmHWM from the child's /proc/self/status as it exits: the child's ru_maxrss would also count
+    this (larger) parent's pages, which a forked child maps until it calls exec."""
     out = os.path.join(ROOT, "runs", "bench_rss.npz")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--steps", str(steps),
-                    "--out", out, "--num-samples", "1000", "--log-every", str(steps)],
-                   check=True, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    child = ("import os, runpy, sys\n"
+             "sys.argv = sys.argv[1:]\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "finally:\n    if os.path.exists('/proc/self/status'):  # Linux; elsewhere the row shows '-'\n"
+             "        print(open('/proc/self/status').read(), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", child, os.path.join(ROOT, "scripts", "train.py"), "--steps",
+                           str(steps), "--out", out, "--num-samples", "1000", "--log-every", str(steps)],
+                          check=True, capture_output=True, text=True)
+    hwm = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM:")]
+    return int(hwm[0]) / 1024 if hwm else None
 
 
 def main():
@@ -182,18 +205,25 @@ def main():
               ("Transformer, batch 256", TransformerDenoiser(), 256, "exact_k")]
     for name, model, batch, objective in models:
         x = data.train[rng.integers(0, len(data.train), batch)]
-        ms = median_ms(training_step(model, x, objective), repeats)
+        step = training_step(model, x, objective)
+        if name != "Transformer, batch 64":
+            ms = median_ms(step, repeats)
+        else:  # the step, its matmuls alone, and PyTorch's step if there is one, measured in the same rounds
+            torch_fn, torch_label = torch_step(batch)
+            fns = [step, matmul_floor(matmul_shapes(model, x, objective))] + ([torch_fn] if torch_fn else [])
+            times = interleaved_ms(fns, max(2, repeats // 5))
+            ms = float(np.median(times[:, 0]))
         row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
         if name == "Transformer, batch 64":
-            step64 = ms
-            floor = matmul_floor_ms(matmul_shapes(model, x, objective), repeats)
-            row("matmul floor: Transformer, batch 64", floor, "ms", "the step's matmuls alone in NumPy")
-            row("step / matmul floor", step64 / floor, "x", "target <= 2.0")
+            row("matmul floor: Transformer, batch 64", float(np.median(times[:, 1])), "ms",
+                "the step's matmuls alone in NumPy")
+            row("step / matmul floor", float(np.median(times[:, 0] / times[:, 1])), "x",
+                "target <= 2.0; median of per-round ratios")
+            if torch_fn:
+                row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 2])), "ms", torch_label)
+                row("ours / PyTorch", float(np.median(times[:, 0] / times[:, 2])), "x",
+                    "target <= 0.8; median of per-round ratios")
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
-    torch_ms = torch_step_ms(64, repeats)
-    if torch_ms is not None:
-        row("PyTorch eager step: Transformer, batch 64", torch_ms, "ms")
-        row("ours / PyTorch", step64 / torch_ms, "x", "target <= 0.8")
     model = models[2][1]
     model.eval()
     row("sample 1,000 names, S = 16", median_ms(lambda: sample(model, 1000, steps=16), 1 if args.quick else 3, 1),
