@@ -12,8 +12,9 @@ Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
   random orders, so a good fixed order is usually a tighter upper bound on NLL.
   'length_first' is the default sampler's process with one token per step: the length n from the all-MASK
   PAD probabilities (P(len <= i) = cummax_i p(PAD at i), P(len = n) their differences for n = 1..L,
-  renormalized), PAD written after it, then the most confident masked position among the first n with PAD
-  excluded (letters renormalized). It puts no mass on rows with a letter after PAD, so
+  renormalized), PAD written after it, then the last letter (which tells the model the length: to it a MASK
+  could be a PAD), then the most confident masked position among the first n, with PAD excluded (letters
+  renormalized). It puts no mass on rows with a letter after PAD, so
       -log p(x) = -log P(len = n) + sum_{j=1..n} -log p(x_{s_j} | revealed; letters only).
 Standard errors: for exact figures (AR NLL, ordered NLL) the test-set sampling error of the ratio
 sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
@@ -30,6 +31,7 @@ from .autoregressive import is_autoregressive, row_nll, sample_ar
 from .data import MASK, PAD, chars_per_name, decode
 from .likelihood import nelbo
 from .metrics import sample_report
+from .models import predict_logits
 from .sampler import sample
 from .schedule import CosineSchedule
 
@@ -78,7 +80,7 @@ def _ordered_chunk(model, x, order, schedule):
     nll = np.zeros(N)
     for j in range(L):
         t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = model(xt, t).data.astype(np.float64)                       # (N, L, 27)
+        logits = predict_logits(model, xt, t)                               # (N, L, 27)
         logp = _log_softmax(logits)
         if order == "left_to_right":
             pos = np.full(N, j)
@@ -101,7 +103,7 @@ def _length_first_chunk(model, x, schedule):
 
     def log_probs(xt, letters_only):
         t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = model(xt, t).data.astype(np.float64)                           # (N, L, 27)
+        logits = predict_logits(model, xt, t)                                   # (N, L, 27)
         logits[..., PAD] = np.where(letters_only, -np.inf, logits[..., PAD])
         return _log_softmax(logits)
     p_pad = np.maximum.accumulate(np.exp(log_probs(xt, False)[..., PAD]), axis=1)  # P(len <= i), monotone
@@ -111,11 +113,12 @@ def _length_first_chunk(model, x, schedule):
         nll = -np.log(p_len[rows, np.clip(n - 1, 0, L - 1)])
     letters = positions < n[:, None]
     xt = np.where(letters, MASK, PAD)
+    last = positions == (n - 1)[:, None]
     for _ in range(n.max()):
         masked = xt == MASK
         active = masked.any(axis=1)
         logp = log_probs(xt, letters)
-        pos = np.where(masked, logp.max(-1), -np.inf).argmax(axis=1)
+        pos = np.where(masked, np.where(last, np.inf, logp.max(-1)), -np.inf).argmax(axis=1)  # last letter first
         target = np.where(valid, x[rows, pos], 0)
         nll -= np.where(active, logp[rows, pos, target], 0.0)
         xt[rows[active], pos[active]] = x[rows[active], pos[active]]

@@ -23,7 +23,7 @@ from .process import mask_exactly, q_sample, sample_times
 
 
 @no_grad()
-def _masked_nll(model, xt, x0, masked, t=None, batch_size=512):
+def _masked_nll(model, xt, x0, masked, t=None, batch_size=256):
     """sum over masked positions of -log p(x0_i | xt), per row: (N,). Runs in chunks of batch_size rows."""
     out = np.empty(len(x0))
     for i in range(0, len(x0), batch_size):

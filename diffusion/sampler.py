@@ -61,6 +61,7 @@ import numpy as np
 from tinygrad_lite import no_grad
 
 from .data import LETTERS, MASK, NUM_CLASSES, PAD
+from .models import predict_logits
 from .schedule import CosineSchedule
 
 ORDERS = ("max_prob", "margin", "entropy", "random")
@@ -219,7 +220,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     call, on one row per candidate length and tail letter). Without it "*ette" names come out too short."""
     L = model.L
     x = _lay_out(Template(template.text, template.head, (), True), np.array([L]), L)
-    logits = model(x, _time_input(model, x, schedule)).data.astype(np.float64)
+    logits = predict_logits(model, x, _time_input(model, x, schedule))
     p_pad = _tempered_softmax(logits, 1.0)[0, :, PAD]
     p_pad[:len(template.head)] = 0.0                                       # a fixed letter is not a PAD
     cdf = np.append(np.maximum.accumulate(p_pad), 1.0)                     # P(len <= i), monotone; P(len <= L) = 1
@@ -238,7 +239,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
         for i in range(k):                                  # row (n, i) shows the first i fixed tail letters
             for prev in range(i):
                 rows[i::k][np.arange(len(candidates)), cols[prev::k]] = toks[prev::k]
-        logits = model(rows, _time_input(model, rows, schedule)).data.astype(np.float64)
+        logits = predict_logits(model, rows, _time_input(model, rows, schedule))
         logits[..., PAD] = np.where(rows == PAD, logits[..., PAD], -np.inf)    # length n: letters before n
         logp = np.log(_tempered_softmax(logits, 1.0)[np.arange(len(rows)), cols, toks])
         calls += 1
@@ -365,7 +366,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         if len(rows) == 0:
             continue
         xa, masked = x[rows], x[rows] == MASK
-        logits = model(xa, _time_input(model, xa, schedule)).data.astype(np.float64)   # (n, L, 27)
+        logits = predict_logits(model, xa, _time_input(model, xa, schedule))           # (n, L, 27)
         calls += 1
         row_calls[rows] += 1
         logits[..., PAD] = np.where(letters_only[rows], -np.inf, logits[..., PAD])

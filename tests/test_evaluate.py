@@ -45,7 +45,8 @@ def reference_ordered_nll(model, x, order):
 
 
 def reference_length_first_nll(model, row):
-    """The sampler's process on one row, by hand: length from the all-MASK PAD probabilities, then letters."""
+    """The sampler's process on one row, by hand: length from the all-MASK PAD probabilities, then the last
+    letter, then the most confident letters."""
     L = len(row)
     n = int((row != PAD).sum())
     p_pad = np.exp(log_probs(model, np.full(L, MASK))[:, PAD])
@@ -58,7 +59,7 @@ def reference_length_first_nll(model, row):
             z = model(xt[None]).data[0].astype(np.float64)
         z[:n, PAD] = -np.inf                                            # no PAD among the first n
         logp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
-        i = max((i for i in range(n) if xt[i] == MASK), key=lambda i: logp[i].max())
+        i = n - 1 if xt[n - 1] == MASK else max((i for i in range(n) if xt[i] == MASK), key=lambda i: logp[i].max())
         total -= logp[i, row[i]]
         xt[i] = row[i]
     return total
