@@ -100,6 +100,23 @@ def pictures_section():
             "\n".join(line for line in reverse if line.strip()) + "\n```")
 
 
+def refresh_long_samples(path):
+    """The long run took 32 minutes; its samples are drawn again from runs/long.npz with the current sampler,
+    so a sampler change reaches this table without retraining. Rewrites the JSON's sweep."""
+    sys.path.insert(0, ROOT)
+    from diffusion import checkpoint
+    from diffusion.cli import SWEEP
+    from diffusion.data import NamesData
+    from diffusion.evaluate import sample_quality
+    with open(path) as f:
+        run = json.load(f)
+    model = checkpoint.load(path.replace(".json", ".npz"))[0]
+    run["sweep"] = [sample_quality(model, NamesData.load(), t, 1000, model.L, run["train"]["seed"]) for t in SWEEP]
+    with open(path, "w") as f:
+        json.dump(run, f, indent=1)
+    return run
+
+
 def long_table(r):
     t1 = next(s for s in r["sweep"] if s["temperature"] == 1.0)
     curve = ", ".join(f"{step // 1000}k: {v:.3f}" for step, v in r["history"] if step % 5000 == 0)
@@ -173,9 +190,8 @@ def main():
         text = replace_section(text, "compare", compare_section())
         text = replace_section(text, "pictures", pictures_section())
         long_json = os.path.join(ROOT, "runs", "long.json")
-        if os.path.exists(long_json):
-            with open(long_json) as f:
-                text = replace_section(text, "long", long_table(json.load(f)))
+        if os.path.exists(long_json) and os.path.exists(long_json.replace(".json", ".npz")):
+            text = replace_section(text, "long", long_table(refresh_long_samples(long_json)))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         text = replace_section(text, "bench", bench_table())
