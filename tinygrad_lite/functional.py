@@ -55,6 +55,13 @@ def _rowsum(v):
     return (v.reshape(-1, v.shape[-1]) @ np.ones((v.shape[-1], 1), v.dtype)).reshape(v.shape[:-1] + (1,))
 
 
+def _rowmax(v):
+    """v.max(axis=-1, keepdims=True), reducing a transposed copy along its first axis: NumPy vectorizes that
+    across rows, while a max along short contiguous rows (16 keys here) costs ~3x more."""
+    n = v.shape[-1]
+    return np.ascontiguousarray(v.reshape(-1, n).T).max(axis=0).reshape(v.shape[:-1] + (1,))
+
+
 def cross_entropy(logits, targets, reduction="mean", ignore_index=-100, weight=None):
     """Softmax cross-entropy, fused: loss_i = logsumexp(z_i) - z_i[y_i] = -log softmax(z_i)[y_i].
 
@@ -214,7 +221,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             scores = scores + m.astype(scores.dtype)
     if keep is not None:  # the most negative finite number: a fully masked row stays finite (uniform)
         scores = np.where(keep, scores, np.finfo(scores.dtype).min)
-    probs = scores - scores.max(axis=-1, keepdims=True)  # softmax over keys, in place after this copy
+    probs = scores - _rowmax(scores)                     # softmax over keys, in place after this copy
     np.exp(probs, out=probs)
     probs /= _rowsum(probs)
     if not 0 <= dropout_p < 1:
