@@ -6,8 +6,9 @@
 
 Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
 Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
-in raw NumPy) and step / floor; the per-op engine overhead; sampling; the held-out NELBO; the peak RSS of a
-default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
+in raw NumPy) and step / floor; the per-op engine overhead; sampling 1,000 names (with the default model,
+runs/train.npz, when it exists) and the GEMMs of its network calls alone; the held-out NELBO; the peak RSS of
+a default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
 """
 import argparse
 import json
@@ -24,7 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
-from diffusion.data import NamesData  # noqa: E402
+from diffusion import checkpoint  # noqa: E402
+from diffusion.data import MASK, NamesData  # noqa: E402
 from diffusion.likelihood import nelbo  # noqa: E402
 from diffusion.loss import diffusion_loss  # noqa: E402
 from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
@@ -88,23 +90,37 @@ def _forward_gemms(node):
     return []
 
 
+def gemm_shapes(output):
+    """Every GEMM of the forward that computed `output`, read off its graph."""
+    return [shape for n in output._topological_order() for shape in _forward_gemms(n)]
+
+
 def matmul_shapes(model, x, objective):
     """Every GEMM of one training step's forward, read off the loss's graph before backward."""
-    loss, _ = diffusion_loss(model, x, CosineSchedule(), np.random.default_rng(0), objective)
-    return [shape for n in loss._topological_order() for shape in _forward_gemms(n)]
+    return gemm_shapes(diffusion_loss(model, x, CosineSchedule(), np.random.default_rng(0), objective)[0])
 
 
-def matmul_floor(shapes):
-    """The same matmuls in raw NumPy: forward C = A B and backward A^T G, G B^T, nothing else."""
+def matmul_floor(shapes, backward=True):
+    """The same matmuls in raw NumPy: forward C = A B and (for a training step) backward A^T G, G B^T."""
     rng = np.random.default_rng(0)
     arrays = [(rng.standard_normal(a).astype(np.float32), rng.standard_normal(b).astype(np.float32)) for a, b in shapes]
 
     def run():
         for a, b in arrays:
             c = a @ b
-            c @ b.swapaxes(-1, -2)
-            a.swapaxes(-1, -2) @ c
+            if backward:
+                c @ b.swapaxes(-1, -2)
+                a.swapaxes(-1, -2) @ c
     return run
+
+
+def sampling_floor_ms(model, row_calls, chunk=256):
+    """The GEMMs alone of the denoiser calls a sampler made: each row's calls cost one forward of a row, and
+    rows go through the network `chunk` at a time (diffusion.models.predict_logits), so the floor is the
+    forward GEMMs of one chunk times the number of chunks' worth of rows."""
+    x = np.full((chunk, model.L), MASK)
+    shapes = gemm_shapes(model(x).sum())
+    return median_ms(matmul_floor(shapes, backward=False), 10) * row_calls.sum() / chunk
 
 
 def op_overhead_us(repeats):
@@ -224,10 +240,15 @@ def main():
                 row("ours / PyTorch", float(np.median(times[:, 0] / times[:, 2])), "x",
                     "target <= 0.8; median of per-round ratios")
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
-    model = models[2][1]
-    model.eval()
-    row("sample 1,000 names, S = 16", median_ms(lambda: sample(model, 1000, steps=16), 1 if args.quick else 3, 1),
-        "ms", "Transformer")
+    trained = os.path.join(ROOT, "runs", "train.npz")
+    model, which = ((checkpoint.load(trained)[0], "the default model, runs/train.npz") if os.path.exists(trained)
+                    else (models[2][1].eval(), "an untrained Transformer (no runs/train.npz)"))
+    drawn = []
+    ms = median_ms(lambda: drawn.append(sample(model, 1000, steps=16)), 1 if args.quick else 3, 1)
+    row_calls = drawn[-1].row_calls
+    row("sample 1,000 names, S = 16", ms, "ms", f"{which}; {row_calls.mean():.1f} calls a name")
+    floor = sampling_floor_ms(model, row_calls)
+    row("sampling: matmul floor", floor, "ms", f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)
     row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")
