@@ -20,6 +20,7 @@ import numpy as np
 from tinygrad_lite import functional as F, nn, no_grad
 
 from .data import MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
+from .draw import draw, tempered_softmax
 
 START = MASK
 
@@ -104,17 +105,6 @@ class ARSamples:
     network_calls: int        # forward passes: one per generated position, until every row has ended
 
 
-def _draw(logits, temperature, rng):
-    """One token per row from logits (N, C): softmax(logits / T); T = 0 is argmax."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    z = logits / temperature
-    p = np.exp(z - z.max(-1, keepdims=True))
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random((len(p), 1)) * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(-1), p.shape[-1] - 1)
-
-
 @no_grad()
 def sample_ar(model, num=1000, temperature=1.0, seed=0):
     """Generate `num` rows left to right: x_i ~ softmax(logits_i / T) given x_<i, until PAD or L letters.
@@ -131,7 +121,7 @@ def sample_ar(model, num=1000, temperature=1.0, seed=0):
     for i in range(model.L):
         logits = model(inputs[:, :i + 1]).data[:, i].astype(np.float64)
         calls += 1
-        token = np.where(ended, PAD, _draw(logits, temperature, rng))
+        token = np.where(ended, PAD, draw(tempered_softmax(logits, temperature), temperature, rng))
         x[:, i] = token
         ended |= token == PAD
         if ended.all():

@@ -61,6 +61,7 @@ import numpy as np
 from tinygrad_lite import no_grad
 
 from .data import LETTERS, MASK, NUM_CLASSES, PAD
+from .draw import draw, tempered_softmax, top_k_top_p
 from .models import predict_logits
 from .schedule import CosineSchedule
 
@@ -162,39 +163,6 @@ def still_masked_schedule(n, steps, schedule):
     return np.minimum.accumulate(still, axis=1)   # never more masks later
 
 
-def _draw(probs, temperature, rng):
-    """Tokens from probs (N, L, C) already tempered; temperature 0 means argmax (greedy)."""
-    if temperature == 0:
-        return probs.argmax(-1)
-    cdf = probs.cumsum(-1)
-    u = rng.random(probs.shape[:-1] + (1,)) * cdf[..., -1:]
-    return np.minimum((cdf < u).sum(-1), probs.shape[-1] - 1)
-
-
-def _tempered_softmax(logits, temperature):
-    z = logits / temperature if temperature > 0 else logits
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def _filter(probs, top_k, top_p):
-    """Keep the top_k most likely tokens and the nucleus of mass top_p (Holtzman et al. 2020); renormalize."""
-    if top_k is None and top_p >= 1.0:
-        return probs
-    order = np.argsort(-probs, axis=-1, kind="stable")
-    sorted_p = np.take_along_axis(probs, order, -1)
-    keep = np.ones_like(sorted_p, dtype=bool)
-    if top_k is not None:
-        keep[..., top_k:] = False
-    if top_p < 1.0:
-        keep &= (np.cumsum(sorted_p, -1) - sorted_p) < top_p     # mass before the token below p: the first stays
-    mask = np.zeros_like(keep)
-    np.put_along_axis(mask, order, keep, -1)
-    out = np.where(mask, probs, 0.0)
-    return out / out.sum(-1, keepdims=True)
-
-
 def _scores(probs, order, rng):
     """Per-position confidence keys (higher = reveal sooner), in log space for the Gumbel perturbation."""
     if order == "random":
@@ -221,7 +189,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     L = model.L
     x = _lay_out(Template(template.text, template.head, (), True), np.array([L]), L)
     logits = predict_logits(model, x, _time_input(model, x, schedule))
-    p_pad = _tempered_softmax(logits, 1.0)[0, :, PAD]
+    p_pad = tempered_softmax(logits, 1.0)[0, :, PAD]
     p_pad[:len(template.head)] = 0.0                                       # a fixed letter is not a PAD
     cdf = np.append(np.maximum.accumulate(p_pad), 1.0)                     # P(len <= i), monotone; P(len <= L) = 1
     p_len = np.clip(np.diff(cdf), 0, None)                                 # P(len = n), n = 1..L
@@ -241,13 +209,13 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
                 rows[i::k][np.arange(len(candidates)), cols[prev::k]] = toks[prev::k]
         logits = predict_logits(model, rows, _time_input(model, rows, schedule))
         logits[..., PAD] = np.where(rows == PAD, logits[..., PAD], -np.inf)    # length n: letters before n
-        logp = np.log(_tempered_softmax(logits, 1.0)[np.arange(len(rows)), cols, toks])
+        logp = np.log(tempered_softmax(logits, 1.0)[np.arange(len(rows)), cols, toks])
         calls += 1
         p_len[candidates - 1] *= np.exp(logp.reshape(len(candidates), k).sum(1))
         p_len = np.where(allowed, p_len + 1e-300, 0.0)
     p_len = p_len ** (1.0 / temperature) if temperature > 0 else (p_len == p_len.max()) * 1.0
     p_len = np.broadcast_to(p_len / p_len.sum(), (num, 1, L))
-    return 1 + _draw(p_len, 1.0, rng)[:, 0], calls
+    return 1 + draw(p_len, 1.0, rng)[:, 0], calls
 
 
 def _lay_out(template, n, L):
@@ -370,8 +338,8 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         calls += 1
         row_calls[rows] += 1
         logits[..., PAD] = np.where(letters_only[rows], -np.inf, logits[..., PAD])
-        probs = _tempered_softmax(logits, temperature)
-        tokens = _draw(_filter(probs, top_k, top_p), temperature, rng)
+        probs = tempered_softmax(logits, temperature)
+        tokens = draw(top_k_top_p(probs, top_k, top_p), temperature, rng)
         target = still[rows, step + 1]                   # masks the schedule leaves after this step
         again = (_remask_draw(~masked & ~fixed[rows] & ~last[rows], target, remask, step, steps, schedule, rng) if remask > 0
                  else np.zeros_like(masked))

@@ -124,6 +124,25 @@ def test_trainer_script_smoke(tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 5
 
 
+def test_bench_quick_prints_every_row(tmp_path):
+    """A smoke test, not a timed one: bench.py --quick runs and reports every figure, each a positive number."""
+    out = tmp_path / "bench.json"
+    r = run_script("scripts/bench.py", "--quick", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    figures = json.loads(out.read_text())["figures"]
+    rows = ["train step: MLP, batch 128", "train step: skip MLP, batch 128", "train step: Transformer, batch 64",
+            "matmul floor: Transformer, batch 64", "step / matmul floor", "train step: Transformer, batch 256",
+            "engine overhead per tiny op (fwd + bwd)", "sample 1,000 names, S = 16", "sampling: matmul floor",
+            "test-split NELBO (SE < 0.01)", "peak RSS, scripts/train.py"]
+    try:
+        import torch  # noqa: F401  (the PyTorch rows are there exactly when it is importable)
+        rows += ["PyTorch eager step: Transformer, batch 64", "ours / PyTorch"]
+    except ImportError:
+        assert not any("PyTorch" in name for name in figures)
+    for name in rows:
+        assert name in r.stdout and np.isfinite(figures[name]) and figures[name] > 0, name
+
+
 @pytest.mark.parametrize("args, message", [
     (["scripts/train_minimal.py", "--steps", "0"], "must be > 0"),
     (["scripts/train_minimal.py", "--batch-size", "-3"], "must be > 0"),

@@ -6,7 +6,7 @@ exactly PyTorch's; for (B, L, V) PyTorch would want (B, V, L) — we keep the la
 """
 import numpy as np
 
-from .tensor import Tensor, where
+from .tensor import Tensor
 from . import random as _random
 
 
