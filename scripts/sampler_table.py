@@ -114,7 +114,8 @@ def main():
             out = sample(model, args.num, steps=steps, temperature=args.temperature, seed=args.seed, **options)
             seconds = time.perf_counter() - t0
             names = [decode(r) for r in out.tokens]
-            rows.append(dict(variant=variant, steps=steps, options=options, calls=float(out.row_calls.mean()),
+            rows.append(dict(variant=variant, about=VARIANTS[variant][1], steps=steps, options=options,
+                             calls=float(out.row_calls.mean()),
                              batch_calls=out.network_calls, seconds=seconds, remasked=out.remasked,
                              letter_after_pad=out.letter_after_pad, examples=names[:10],
                              **sample_report(names, data.train_names, test_names, ar)))

@@ -15,6 +15,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -55,8 +56,10 @@ def replace_section(text, name, body):
 def run_trainer(script, json_path, *flags):
     print(f"running scripts/{script}.py {' '.join(flags)} ...", flush=True)
     out = os.path.join(ROOT, "runs", os.path.basename(json_path).replace(".json", ".npz"))
+    t0 = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), "--json", json_path,
                     "--out", out, "--log-every", "1000", *flags], check=True)
+    print(f"scripts/{script}.py took {time.perf_counter() - t0:.0f} s wall", flush=True)
 
 
 def objective_flags(name):
@@ -83,6 +86,29 @@ def compare_section():
     body = out[out.index("## Test likelihood"):]
     return "\n".join(f"**{line[3:]}**" if line.startswith("## ") else line for line in body.splitlines()
                      if not line.startswith("=="))
+
+
+def sampler_section():
+    """scripts/sampler_table.py on the default model, with the AR model as judge: each variant's generative NLL
+    at S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's own samples and the test names."""
+    print("running scripts/sampler_table.py ...", flush=True)
+    path = os.path.join(ROOT, "runs", "sampler_table.json")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sampler_table.py"), "--checkpoint",
+                    os.path.join(ROOT, "runs", "train.npz"), "--ar-checkpoint", os.path.join(ROOT, "runs", "train_ar.npz"),
+                    "--json", path], check=True, capture_output=True)
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    out = ["| sampler | generative NLL at S = 2, 4, 8, 16 | novel | unique | length TV | calls a name | what it is |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    for ref in rows[:2]:
+        out.append(f"| {ref['variant']} | {ref['generative_nll']:.3f} | {100 * ref['novel']:.1f}% | "
+                   f"{100 * ref['unique']:.1f}% | {ref['length_tv']:.3f} | {ref['calls']:.1f} | reference |")
+    for name in dict.fromkeys(r["variant"] for r in rows[2:]):          # the variants, in the script's order
+        cells = [r for r in rows if r["variant"] == name]
+        last, nll, what = cells[-1], ", ".join(f"{r['generative_nll']:.3f}" for r in cells), cells[-1]["about"]
+        out.append(f"| `{name}` | {nll} | {100 * last['novel']:.1f}% | "
+                   f"{100 * last['unique']:.1f}% | {last['length_tv']:.3f} | {last['calls']:.1f} | {what} |")
+    return "\n".join(out)
 
 
 def pictures_section():
@@ -189,6 +215,7 @@ def main():
             run_trainer("train_ar", os.path.join(ROOT, "runs", "train_ar.json"))
         text = replace_section(text, "compare", compare_section())
         text = replace_section(text, "pictures", pictures_section())
+        text = replace_section(text, "sampler", sampler_section())
         long_json = os.path.join(ROOT, "runs", "long.json")
         if os.path.exists(long_json) and os.path.exists(long_json.replace(".json", ".npz")):
             text = replace_section(text, "long", long_table(refresh_long_samples(long_json)))
