@@ -158,6 +158,19 @@ def test_identity_agrees_with_continuous_time_estimate():
     assert exact["se"] < 0.003 and mc["se"] < 0.02
 
 
+def test_stratified_k_is_the_same_estimate():
+    """Scoring each row at fewer k (stratified, reweighted) estimates the same NELBO as scoring every k; with
+    one k per block of one, it is the full identity, draw for draw."""
+    model = tiny_transformer(L=6)
+    x = encode(NAMES * 3, 6)
+    every = nelbo(model, x, seed=0, target_se=0.003, k_per_name=6)
+    assert nelbo(model, x, seed=0, target_se=0.003, k_per_name=60) == every        # m is capped at L
+    for m in (1, 2, 4):
+        fewer = nelbo(model, x, seed=1, target_se=0.003, k_per_name=m, max_repeats=4096)
+        assert abs(fewer["nelbo"] - every["nelbo"]) < 4 * np.hypot(fewer["se"], every["se"]), m
+        assert fewer["se"] < 0.003
+
+
 def test_identity_is_exact_for_one_position():
     """L = 1: NELBO(x) = -log p(x | MASK) exactly; the estimator has no noise at all."""
     model = tiny_transformer(L=1)

@@ -207,6 +207,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: q {query.shape}, k {key.shape}, v {value.shape} "
                          "do not fit (need q[..., E], k[..., Lk, E], v[..., Lk, Ev])")
+    if not 0 <= dropout_p < 1:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
     scale = float(1.0 / np.sqrt(query.shape[-1]) if scale is None else scale)
     q, k, v = query.data, key.data, value.data
     scores = q @ k.swapaxes(-1, -2)
@@ -224,8 +226,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     probs = scores - _rowmax(scores)                     # softmax over keys, in place after this copy
     np.exp(probs, out=probs)
     probs /= _rowsum(probs)
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
     drop = None
     if dropout_p and training:  # inverted dropout on the attention weights, drawn as F.dropout draws it
         drop = (_random.generator().random(probs.shape) >= dropout_p).astype(probs.dtype) * (1.0 / (1 - dropout_p))
