@@ -85,7 +85,7 @@ def compare_section():
                          check=True, capture_output=True, text=True).stdout
     body = out[out.index("## Test likelihood"):]
     return "\n".join(f"**{line[3:]}**" if line.startswith("## ") else line for line in body.splitlines()
-                     if not line.startswith("=="))
+                     if not line.startswith(("==", "wrote ")))
 
 
 def sampler_section():
