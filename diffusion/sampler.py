@@ -79,6 +79,7 @@ class Samples:
     row_calls: np.ndarray = None                  # (N,) denoiser calls each row took (threshold: adapts)
     remasked: int = 0                             # tokens sent back to MASK by `remask`, over all rows
     fixed: np.ndarray = field(default=None)       # (N, L) positions fixed before sampling (template, PADs)
+    network_rows: int = 0                         # rows the denoiser ran on, summed over its calls: the compute
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _time_input(model, x, schedule):
 
 
 def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
-    """Lengths n in lo..hi for `num` rows, and the network calls it took. Every row starts alike, so the
+    """Lengths n in lo..hi for `num` rows, the network calls it took and the rows they ran on. Every row starts alike, so the
     model runs on one row: MASK but for the template's leading letters. Its P(PAD at position i) is
     P(len <= i), so P(len = n | head) = P(PAD at n) - P(PAD at n - 1). A template with fixed trailing letters
     (its tail) also weighs each n by the model's probability of those letters where length n puts them, by
@@ -195,7 +196,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     p_len = np.clip(np.diff(cdf), 0, None)                                 # P(len = n), n = 1..L
     allowed = (np.arange(1, L + 1) >= lo) & (np.arange(1, L + 1) <= hi)
     p_len = np.where(allowed, p_len + 1e-12, 0.0)
-    calls = 1
+    calls, network_rows = 1, 1
     fixed_tail = [(j, tok) for j, tok in enumerate(template.tail) if tok is not None]
     if fixed_tail:
         candidates = np.arange(lo, hi + 1)                  # chain rule: P(tail | head, n) = prod_k p(tail_k |
@@ -210,12 +211,12 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
         logits = predict_logits(model, rows, _time_input(model, rows, schedule))
         logits[..., PAD] = np.where(rows == PAD, logits[..., PAD], -np.inf)    # length n: letters before n
         logp = np.log(tempered_softmax(logits, 1.0)[np.arange(len(rows)), cols, toks])
-        calls += 1
+        calls, network_rows = calls + 1, network_rows + len(rows)
         p_len[candidates - 1] *= np.exp(logp.reshape(len(candidates), k).sum(1))
         p_len = np.where(allowed, p_len + 1e-300, 0.0)
     p_len = p_len ** (1.0 / temperature) if temperature > 0 else (p_len == p_len.max()) * 1.0
     p_len = np.broadcast_to(p_len / p_len.sum(), (num, 1, L))
-    return 1 + draw(p_len, 1.0, rng)[:, 0], calls
+    return 1 + draw(p_len, 1.0, rng)[:, 0], calls, network_rows
 
 
 def _lay_out(template, n, L):
@@ -300,7 +301,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
-    calls, trajectory = 0, []
+    calls, network_rows, trajectory = 0, 0, []
     row_calls = np.zeros(num, dtype=np.int64)
     positions = np.arange(L)
     plain = length == "joint" and tpl.text == "*"
@@ -311,7 +312,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         if lo == hi:
             n = np.full(num, lo, dtype=np.int64)
         else:
-            n, calls = _draw_lengths(model, tpl, num, temperature, rng, schedule, lo, hi)
+            n, calls, network_rows = _draw_lengths(model, tpl, num, temperature, rng, schedule, lo, hi)
             row_calls += calls
         x = _lay_out(tpl, n, L)
         letters_only = positions < n[:, None]
@@ -337,6 +338,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         logits = predict_logits(model, xa, _time_input(model, xa, schedule))           # (n, L, 27)
         calls += 1
         row_calls[rows] += 1
+        network_rows += len(rows)
         logits[..., PAD] = np.where(letters_only[rows], -np.inf, logits[..., PAD])
         probs = tempered_softmax(logits, temperature)
         tokens = draw(top_k_top_p(probs, top_k, top_p), temperature, rng)
@@ -358,7 +360,8 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
     model.train(was_training)
     assert not (x == MASK).any(), "sampler left a MASK"
     after_pad = ((x != PAD) & (np.cumsum(x == PAD, axis=1) > 0)).any(axis=1)
-    return Samples(x, reveal_step, trajectory, calls, int(after_pad.sum()), row_calls, remasked, fixed)
+    return Samples(x, reveal_step, trajectory, calls, int(after_pad.sum()), row_calls, remasked, fixed,
+                   network_rows=network_rows)
 
 
 assert NUM_CLASSES == PAD + 1  # the denoiser's classes are letters then PAD: PAD is the last logit

@@ -113,13 +113,13 @@ def matmul_floor(shapes, backward=True):
     return run
 
 
-def sampling_floor_ms(model, row_calls, chunk=256):
-    """The GEMMs alone of the denoiser calls a sampler made: each row's calls cost one forward of a row, and
-    rows go through the network `chunk` at a time (diffusion.models.predict_logits), so the floor is the
-    forward GEMMs of one chunk times the number of chunks' worth of rows."""
+def sampling_floor_ms(model, network_rows, chunk=256):
+    """The GEMMs alone of the denoiser calls a sampler made: rows go through the network `chunk` at a time
+    (diffusion.models.predict_logits), so the floor is the forward GEMMs of one chunk, timed alone, times
+    the number of chunks' worth of rows the sampler sent (Samples.network_rows)."""
     x = np.full((chunk, model.L), MASK)
     shapes = gemm_shapes(model(x).sum())
-    return median_ms(matmul_floor(shapes, backward=False), 10) * row_calls.sum() / chunk
+    return median_ms(matmul_floor(shapes, backward=False), 10) * network_rows / chunk
 
 
 def op_overhead_us(repeats):
@@ -244,9 +244,10 @@ def main():
                     else (models[2][1].eval(), "an untrained Transformer (no runs/train.npz)"))
     drawn = []
     ms = median_ms(lambda: drawn.append(sample(model, 1000, steps=16)), 1 if args.quick else 3, 1)
-    row_calls = drawn[-1].row_calls
-    row("sample 1,000 names, S = 16", ms, "ms", f"{which}; {row_calls.mean():.1f} calls a name")
-    floor = sampling_floor_ms(model, row_calls)
+    out = drawn[-1]
+    row("sample 1,000 names, S = 16", ms, "ms", f"{which}; {out.row_calls.mean():.1f} calls, "
+        f"{out.network_rows / len(out.tokens):.1f} rows through the network a name")
+    floor = sampling_floor_ms(model, out.network_rows)
     row("sampling: matmul floor", floor, "ms", f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)

@@ -255,3 +255,10 @@ def test_random_order_sampling_reproduces_a_known_distribution(length):
     assert sum(freq) == 1.0                      # nothing outside the support
     # multinomial noise on 20,000 draws: each frequency has standard deviation <= 0.0035
     np.testing.assert_allclose(freq, probs, atol=0.012)
+
+
+@pytest.mark.parametrize("length, one_row_calls", [("model", 1), ("joint", 0), (4, 0)])
+def test_network_rows_counts_the_compute(length, one_row_calls):
+    """Every row-call runs one row through the network, except the length draw: one row stands for all."""
+    out = sample(MODEL, 20, seed=0, length=length)
+    assert out.network_rows == out.row_calls.sum() - one_row_calls * (len(out.tokens) - 1)
