@@ -72,6 +72,8 @@ def nelbo(model, x, schedule=None, seed=0, target_se=0.01, min_repeats=2, max_re
     method = method or ("monte_carlo" if model.time_input else "identity")
     if method == "identity" and model.time_input:
         raise ValueError("nelbo: the exact identity needs a denoiser without time input; use method='monte_carlo'")
+    if not (isinstance(k_per_name, (int, np.integer)) and k_per_name >= 1):
+        raise ValueError(f"nelbo: k_per_name must be a whole number >= 1, got {k_per_name!r}")
     if method == "monte_carlo" and schedule is None:
         raise ValueError("nelbo: method='monte_carlo' needs the schedule")
     rng = np.random.default_rng(seed)

@@ -105,7 +105,8 @@ def predict_logits(model, xt, t=None, chunk=256):
     """model(xt, t) for many rows as a float64 array (N, L, 27), `chunk` rows at a time, recording no graph.
     Arrays of 256 rows stay in cache (about 30% faster per row here than 1,000 at once), and peak memory
     does not grow with N."""
-    out = [model(xt[i:i + chunk], None if t is None else t[i:i + chunk]).data for i in range(0, len(xt), chunk)]
+    out = [model(xt[i:i + chunk], None if t is None else t[i:i + chunk]).data
+           for i in range(0, max(len(xt), 1), chunk)]                  # one call even for 0 rows
     return np.concatenate(out).astype(np.float64)
 
 

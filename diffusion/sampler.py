@@ -17,7 +17,9 @@ length <= n": its predictions mix in shorter names. So a row's first reveal, wha
 letter (position n - 1, PAD excluded): that draw is exactly P(letter | length n), and once it is written the
 input itself says the length is n (a letter never follows a PAD), so every later prediction is conditioned
 on the drawn length. Revealing one token a step in random order is then exact ancestral sampling of the
-model's distribution (tests/test_sampler.py checks it with an exact denoiser of a known distribution).
+model's distribution (tests/test_sampler.py checks it with an exact denoiser of a known distribution). A step
+that reveals several positions at once (few steps, or a threshold) draws the others beside the last letter
+from predictions that do not know the length yet: one more error of parallel decoding.
 
 Templates. `template="m__a"`: letters are fixed, `_` is one generated letter, and one `*` stands for any number
 (0 or more) of generated letters: "ma*" (prefix), "*ette" (suffix), "a*a", "m_*". A template without `*` fixes
@@ -45,7 +47,7 @@ steps; a row is no longer sent to the network once it has no MASK, and the loop 
 the number of network calls adapts to the names (`Samples.row_calls`). Terminates in at most S <= L steps.
 
 `remask` eta (ReMDM, Wang et al. 2025, the "max-capped" schedule): at each step, every already revealed free
-token of a row goes back to MASK with probability sigma_s = min(eta, (1 - alpha(t_next)) / alpha(t)), capped so
+token of a row (but its last letter, which holds the length) goes back to MASK with probability sigma_s = min(eta, (1 - alpha(t_next)) / alpha(t)), capped so
 the row's count of masks still follows the schedule (at most the positions the schedule leaves masked after
 the step); the network then re-predicts it later, so the sampler can fix early mistakes. sigma is 0 at the
 last step, so every row still ends without MASK. Off by default; not combined with `threshold`.

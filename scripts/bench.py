@@ -85,7 +85,7 @@ def _forward_gemms(node):
         return [((int(np.prod(lead)), n_in), (n_in, n_out))]
     if node._op == "attention":                 # S = q k^T, then out = P v
         q, k, v = shapes
-        return [(q, k[:-2] + (k[-1], k[-2])), (q[:-1] + (k[-2],), v)]
+        return [(q, k[:-2] + (k[-1], k[-2])), (np.broadcast_shapes(q[:-2], k[:-2]) + (q[-2], k[-2]), v)]
     return []
 
 
@@ -118,7 +118,7 @@ def sampling_floor_ms(model, network_rows, chunk=256):
     (diffusion.models.predict_logits), so the floor is the forward GEMMs of one chunk, timed alone, times
     the number of chunks' worth of rows the sampler sent (Samples.network_rows)."""
     x = np.full((chunk, model.L), MASK)
-    shapes = gemm_shapes(model(x).sum())
+    shapes = gemm_shapes(model(x, np.ones(chunk) if model.time_input else None).sum())
     return median_ms(matmul_floor(shapes, backward=False), 10) * network_rows / chunk
 
 

@@ -38,8 +38,8 @@ def linear(x, weight, bias=None):
     a = x.data.reshape(-1, x.shape[-1])                  # (N, in)
     w = weight.data
     out = a @ w.T                                        # (N, out)
-    if bias is not None:
-        out += bias.data
+    if bias is not None:                                 # in place, unless the bias would promote the dtype
+        out = np.add(out, bias.data, out=out) if bias.dtype == out.dtype else out + bias.data
 
     def backward(g):
         g = g.reshape(-1, w.shape[0])                    # (N, out)
@@ -52,6 +52,8 @@ def linear(x, weight, bias=None):
 def _rowsum(v):
     """v.sum(axis=-1, keepdims=True) as one GEMV on a (rows, D) view: on rows as short as ours (16-256),
     BLAS is 3-5x faster than NumPy's reduction, which pays a per-row setup cost."""
+    if v.shape[-1] == 0:
+        return v.sum(axis=-1, keepdims=True)
     return (v.reshape(-1, v.shape[-1]) @ np.ones((v.shape[-1], 1), v.dtype)).reshape(v.shape[:-1] + (1,))
 
 
