@@ -102,12 +102,11 @@ def trainer_parser(description, **defaults):
 
 
 def load_checkpoint(path):
-    """(model, meta) from a checkpoint, or one line on stderr and exit 2."""
+    """checkpoint.load(path): (model, meta, optimizer_state), or one line on stderr and exit 2."""
     try:
-        model, meta, _ = checkpoint.load(path)
+        return checkpoint.load(path)
     except checkpoint.CheckpointError as e:
         fail(str(e))
-    return model, meta
 
 
 def load_data(args):
@@ -144,10 +143,7 @@ def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None
 
 def _resume(args):
     """Model, TrainConfig, start step and optimizer state from a checkpoint written by an interrupted run."""
-    try:
-        model, meta, optimizer_state = checkpoint.load(args.resume)
-    except checkpoint.CheckpointError as e:
-        fail(str(e))
+    model, meta, optimizer_state = load_checkpoint(args.resume)
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:
         fail(f"{args.resume}: this checkpoint has no training state to resume from")

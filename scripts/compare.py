@@ -47,7 +47,7 @@ def get_model(kind, path, args, data):
     """(model, info) loaded from `path`, or trained here with the shared flags. info: train seconds, the
     validation curve [(step, nats/char)] and the test likelihood figures."""
     if path:
-        model, meta = load_checkpoint(path)
+        model, meta, _ = load_checkpoint(path)
         if is_autoregressive(model) != (kind == "AR"):
             fail(f"{path}: expected {'an AR' if kind == 'AR' else 'a diffusion'} checkpoint, found "
                  f"{model.config['kind']}")

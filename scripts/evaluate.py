@@ -36,7 +36,7 @@ def main():
     p.add_argument("--target-se", type=positive_float, default=0.01, help="Monte-Carlo se target of the NELBO")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
-    model, _ = load_checkpoint(args.checkpoint)
+    model = load_checkpoint(args.checkpoint)[0]
     ar_model = load_checkpoint(args.ar_checkpoint)[0] if args.ar_checkpoint else None
     if ar_model is not None and not is_autoregressive(ar_model):
         fail(f"{args.ar_checkpoint}: --ar-checkpoint must be an AR model (scripts/train_ar.py), "

@@ -21,8 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import fail, nonnegative_float, positive_float, positive_int  # noqa: E402
+from diffusion.cli import fail, load_checkpoint, nonnegative_float, positive_float, positive_int  # noqa: E402
 from diffusion.data import decode  # noqa: E402
 from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
 from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
@@ -101,10 +100,7 @@ def parser():
 
 def main():
     args = parser().parse_args()
-    try:
-        model, meta, _ = checkpoint.load(args.checkpoint)
-    except checkpoint.CheckpointError as e:
-        fail(str(e))
+    model, meta, _ = load_checkpoint(args.checkpoint)
     if args.forward is not None:
         name = meta.get("extra", {}).get("train", {}).get("schedule", "cosine")
         try:

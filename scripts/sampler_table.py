@@ -17,8 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import fail, positive_float, positive_int  # noqa: E402
+from diffusion.cli import fail, load_checkpoint, positive_float, positive_int  # noqa: E402
 from diffusion.data import NamesData, NamesFileError, decode, DEFAULT_NAMES  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402
@@ -71,11 +70,8 @@ def main():
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    try:
-        model, _, _ = checkpoint.load(args.checkpoint)
-        ar = checkpoint.load(args.ar_checkpoint)[0] if args.ar_checkpoint else None
-    except checkpoint.CheckpointError as e:
-        fail(str(e))
+    model = load_checkpoint(args.checkpoint)[0]
+    ar = load_checkpoint(args.ar_checkpoint)[0] if args.ar_checkpoint else None
     if max(args.steps) > model.L:
         fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")
     try:
