@@ -32,7 +32,7 @@ from .data import MASK, PAD, chars_per_name, decode
 from .likelihood import nelbo
 from .metrics import sample_report
 from .models import predict_logits
-from .sampler import sample
+from .sampler import length_probs, sample
 from .schedule import CosineSchedule
 
 ORDERS = ("left_to_right", "confident", "length_first")
@@ -106,8 +106,7 @@ def _length_first_chunk(model, x, schedule):
         logits = predict_logits(model, xt, t)                                   # (N, L, 27)
         logits[..., PAD] = np.where(letters_only, -np.inf, logits[..., PAD])
         return _log_softmax(logits)
-    p_pad = np.maximum.accumulate(np.exp(log_probs(xt, False)[..., PAD]), axis=1)  # P(len <= i), monotone
-    p_len = np.clip(np.diff(np.concatenate([p_pad, np.ones((N, 1))], axis=1), axis=1), 0, None)
+    p_len = length_probs(np.exp(log_probs(xt, False)[..., PAD]))
     p_len = p_len / p_len.sum(axis=1, keepdims=True)                             # P(len = 1..L)
     with np.errstate(divide="ignore"):
         nll = -np.log(p_len[rows, np.clip(n - 1, 0, L - 1)])

@@ -182,6 +182,14 @@ def _time_input(model, x, schedule):
     return schedule.time_at((x == MASK).mean(axis=1)) if model.time_input else None
 
 
+def length_probs(p_pad):
+    """P(length = n) for n = 1..L (..., L), not renormalized, from an all-MASK row's P(PAD at position i)
+    (..., L): P(length <= i) is their running max (made monotone), with P(length <= L) = 1, and P(length = n)
+    its differences. Shared by the sampler's length draw and evaluate's length-first likelihood."""
+    cdf = np.maximum.accumulate(p_pad, axis=-1)
+    return np.clip(np.diff(cdf, axis=-1, append=np.ones(cdf.shape[:-1] + (1,))), 0, None)
+
+
 def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     """Lengths n in lo..hi for `num` rows, the network calls it took and the rows they ran on. Every row starts alike, so the
     model runs on one row: MASK but for the template's leading letters. Its P(PAD at position i) is
@@ -194,8 +202,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     logits = predict_logits(model, x, _time_input(model, x, schedule))
     p_pad = tempered_softmax(logits, 1.0)[0, :, PAD]
     p_pad[:len(template.head)] = 0.0                                       # a fixed letter is not a PAD
-    cdf = np.append(np.maximum.accumulate(p_pad), 1.0)                     # P(len <= i), monotone; P(len <= L) = 1
-    p_len = np.clip(np.diff(cdf), 0, None)                                 # P(len = n), n = 1..L
+    p_len = length_probs(p_pad)                                            # P(len = n), n = 1..L
     allowed = (np.arange(1, L + 1) >= lo) & (np.arange(1, L + 1) <= hi)
     p_len = np.where(allowed, p_len + 1e-12, 0.0)
     calls, network_rows = 1, 1
@@ -309,7 +316,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
     plain = length == "joint" and tpl.text == "*"
     if plain:                                            # the plain sampler: PADs are drawn like letters
         x = np.full((num, L), MASK, dtype=np.int64)
-        letters_only = np.zeros((num, L), dtype=bool)
+        letters_only = last = np.zeros((num, L), dtype=bool)
     else:
         if lo == hi:
             n = np.full(num, lo, dtype=np.int64)
@@ -318,11 +325,10 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
             row_calls += calls
         x = _lay_out(tpl, n, L)
         letters_only = positions < n[:, None]
+        # the last letter first (see the docstring): once it is revealed, the input itself says "length n"
+        last = (x == MASK) & (positions == n[:, None] - 1)
     fixed = x != MASK
     reveal_step = np.zeros((num, L), dtype=np.int64)
-
-    # the last letter first (see the docstring): once it is revealed, the input itself says "length n"
-    last = np.zeros_like(fixed) if plain else ~fixed & (positions == n[:, None] - 1)
     if keep_trajectory and not plain:
         trajectory.append((0, x.copy()))
     still = still_masked_schedule((x == MASK).sum(axis=1), steps, schedule)
