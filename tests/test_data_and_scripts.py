@@ -150,6 +150,10 @@ def test_bench_quick_prints_every_row(tmp_path):
     (["scripts/train_minimal.py", "--names", "/nonexistent.txt"], "cannot read names file"),
     (["scripts/sample.py", "--checkpoint", "/nonexistent.npz"], "no such checkpoint"),
     (["scripts/sample.py", "--checkpoint", "names.txt"], "not a checkpoint"),
+    (["scripts/train_ar.py", "--dropout", "-0.1"], "must be >= 0"),
+    (["scripts/train_ar.py", "--eval-every", "x"], "not a whole number"),
+    (["scripts/evaluate.py", "--checkpoint", "/nonexistent.npz"], "no such checkpoint"),
+    (["scripts/evaluate.py", "--checkpoint", "names.txt"], "not a checkpoint"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, message):
     r = run_script(*args)
