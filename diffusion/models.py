@@ -100,14 +100,32 @@ MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": Transf
           "ar_transformer": ARTransformer}
 
 
+def distinct_rows(xt, t=None):
+    """(first, inverse): indices of one row of each distinct (xt row, t) pair, and for every row the index of
+    its pair in `first`, so xt[first][inverse] == xt. Rows are compared as raw bytes (one sort)."""
+    key = np.ascontiguousarray(xt, dtype=np.int16).reshape(len(xt), -1)
+    if t is not None:
+        key = np.concatenate([key, np.asarray(t, np.float64).reshape(len(xt), 1).view(np.int16)], axis=1)
+    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.shape[1] * 2)))[:, 0]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 @no_grad()
-def predict_logits(model, xt, t=None, chunk=256):
-    """model(xt, t) for many rows as a float64 array (N, L, 27), `chunk` rows at a time, recording no graph.
-    Arrays of 256 rows stay in cache (about 30% faster per row here than 1,000 at once), and peak memory
-    does not grow with N."""
-    out = [model(xt[i:i + chunk], None if t is None else t[i:i + chunk]).data
-           for i in range(0, max(len(xt), 1), chunk)]                  # one call even for 0 rows
-    return np.concatenate(out).astype(np.float64)
+def predict_logits(model, xt, t=None, chunk=256, count=False):
+    """model(xt, t) for many rows as a float64 array (N, L, 27), recording no graph.
+
+    The model is treated as a function of its input (eval mode): identical rows run once. A sampler's rows
+    often coincide (every row of length n starts as the same MASK/PAD pattern, and many then share their
+    first letters). Distinct rows go `chunk` at a time: arrays of 256 rows stay in cache (about 30% faster
+    per row here than 1,000 at once), and peak memory does not grow with N.
+    count=True also returns the number of rows the network ran on."""
+    first, inverse = distinct_rows(xt, t) if len(xt) else (np.arange(0), np.arange(0))
+    xu, tu = xt[first], None if t is None else np.asarray(t)[first]
+    out = [model(xu[i:i + chunk], None if tu is None else tu[i:i + chunk]).data
+           for i in range(0, max(len(xu), 1), chunk)]                  # one call even for 0 rows
+    logits = np.concatenate(out).astype(np.float64)[inverse]
+    return (logits, len(xu)) if count else logits
 
 
 def build_model(config):

@@ -81,7 +81,7 @@ class Samples:
     row_calls: np.ndarray = None                  # (N,) denoiser calls each row took (threshold: adapts)
     remasked: int = 0                             # tokens sent back to MASK by `remask`, over all rows
     fixed: np.ndarray = field(default=None)       # (N, L) positions fixed before sampling (template, PADs)
-    network_rows: int = 0                         # rows the denoiser ran on, summed over its calls: the compute
+    network_rows: int = 0                         # distinct rows the denoiser ran on, summed over calls: the compute
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,10 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
         for i in range(k):                                  # row (n, i) shows the first i fixed tail letters
             for prev in range(i):
                 rows[i::k][np.arange(len(candidates)), cols[prev::k]] = toks[prev::k]
-        logits = predict_logits(model, rows, _time_input(model, rows, schedule))
+        logits, ran = predict_logits(model, rows, _time_input(model, rows, schedule), count=True)
         logits[..., PAD] = np.where(rows == PAD, logits[..., PAD], -np.inf)    # length n: letters before n
         logp = np.log(tempered_softmax(logits, 1.0)[np.arange(len(rows)), cols, toks])
-        calls, network_rows = calls + 1, network_rows + len(rows)
+        calls, network_rows = calls + 1, network_rows + ran
         p_len[candidates - 1] *= np.exp(logp.reshape(len(candidates), k).sum(1))
         p_len = np.where(allowed, p_len + 1e-300, 0.0)
     p_len = p_len ** (1.0 / temperature) if temperature > 0 else (p_len == p_len.max()) * 1.0
@@ -343,10 +343,10 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         if len(rows) == 0:
             continue
         xa, masked = x[rows], x[rows] == MASK
-        logits = predict_logits(model, xa, _time_input(model, xa, schedule))           # (n, L, 27)
+        logits, ran = predict_logits(model, xa, _time_input(model, xa, schedule), count=True)  # (n, L, 27)
         calls += 1
         row_calls[rows] += 1
-        network_rows += len(rows)
+        network_rows += ran                              # distinct rows: identical ones run once
         logits[..., PAD] = np.where(letters_only[rows], -np.inf, logits[..., PAD])
         probs = tempered_softmax(logits, temperature)
         tokens = draw(top_k_top_p(probs, top_k, top_p), temperature, rng)

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
-from diffusion.models import TransformerDenoiser
+from diffusion.models import TransformerDenoiser, predict_logits
 from diffusion.sampler import ORDERS, edit_template, parse_template, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
 from diffusion.visualize import forward_view, reverse_view
@@ -259,6 +259,26 @@ def test_random_order_sampling_reproduces_a_known_distribution(length):
 
 @pytest.mark.parametrize("length, one_row_calls", [("model", 1), ("joint", 0), (4, 0)])
 def test_network_rows_counts_the_compute(length, one_row_calls):
-    """Every row-call runs one row through the network, except the length draw: one row stands for all."""
+    """network_rows counts the rows the network ran on: at most one per row-call (the length draw runs one row
+    for all), fewer when rows coincide (identical rows run once), and at least one per call."""
     out = sample(MODEL, 20, seed=0, length=length)
-    assert out.network_rows == out.row_calls.sum() - one_row_calls * (len(out.tokens) - 1)
+    assert out.network_calls <= out.network_rows <= out.row_calls.sum() - one_row_calls * (len(out.tokens) - 1)
+
+
+def test_predict_logits_runs_each_distinct_row_once():
+    """Duplicated rows give the same logits as running every row, and count once; with time input a row at
+    two different times is two rows."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 28, (40, L))
+    x[10:30] = x[5]                                          # 21 copies of one row
+    logits, ran = predict_logits(MODEL, x, count=True)
+    assert ran == len(np.unique(x, axis=0))
+    np.testing.assert_allclose(logits, MODEL(x).data, rtol=1e-5, atol=1e-6)
+    timed = TransformerDenoiser(L=L, dim=16, layers=1, heads=2, time_input=True)
+    t = np.where(np.arange(40) < 20, 0.3, 0.7)
+    logits, ran = predict_logits(timed, x, t, count=True)
+    assert ran == len(np.unique(np.column_stack([x, t]), axis=0))
+    np.testing.assert_allclose(logits, timed(x, t).data, rtol=1e-5, atol=1e-6)
+    assert predict_logits(MODEL, x[:0]).shape == (0, L, 27)
+
+

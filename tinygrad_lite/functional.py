@@ -44,17 +44,30 @@ def linear(x, weight, bias=None):
     def backward(g):
         g = g.reshape(-1, w.shape[0])                    # (N, out)
         dx = (g @ w).reshape(x.shape) if x.requires_grad else None
-        return dx, g.T @ a, (None if bias is None else g.sum(axis=0))
+        return dx, g.T @ a, (None if bias is None else _colsum(g))
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(out.reshape(*x.shape[:-1], w.shape[0]), parents, "linear", backward)
 
 
-def _rowsum(v):
-    """v.sum(axis=-1, keepdims=True) as one GEMV on a (rows, D) view: on rows as short as ours (16-256),
-    BLAS is 3-5x faster than NumPy's reduction, which pays a per-row setup cost."""
+def _rowdot(v, w):
+    """v @ w along the last axis, kept as a size-1 axis: (..., D), (D,) -> (..., 1). One GEMV on a
+    (rows, D) view: on rows as short as ours (16-256) BLAS is 3-5x faster than NumPy's reductions, which pay
+    a per-row setup cost (and a stacked v @ w would loop over the leading axes)."""
     if v.shape[-1] == 0:
-        return v.sum(axis=-1, keepdims=True)
-    return (v.reshape(-1, v.shape[-1]) @ np.ones((v.shape[-1], 1), v.dtype)).reshape(v.shape[:-1] + (1,))
+        return np.zeros(v.shape[:-1] + (1,), v.dtype)
+    return (v.reshape(-1, v.shape[-1]) @ w).reshape(v.shape[:-1] + (1,))
+
+
+def _rowsum(v):
+    """v.sum(axis=-1, keepdims=True), as a GEMV with a vector of ones."""
+    return _rowdot(v, np.ones(v.shape[-1], v.dtype))
+
+
+def _colsum(v):
+    """v summed over every axis but the last, as one GEMV (ones @ v): for the bias and norm-weight gradients,
+    a sum over the batch's positions, about 5x faster than v.sum(axis=0) on (1024, 64)."""
+    v = v.reshape(-1, v.shape[-1])
+    return np.ones(v.shape[0], v.dtype) @ v if v.shape[0] else v.sum(axis=0)
 
 
 def _rowmax(v):
@@ -121,21 +134,28 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     _check_last_dim("layer_norm", x, normalized_shape)
     a = x.data
-    mean = lambda v: _rowsum(v) * (1.0 / a.shape[-1])
-    xhat = a - mean(a)
-    r = 1.0 / np.sqrt(mean(xhat * xhat) + eps)
+    D = a.shape[-1]
+    xhat = a - _rowsum(a) * (1.0 / D)
+    r = 1.0 / np.sqrt(_rowsum(xhat * xhat) * (1.0 / D) + eps)
     xhat *= r
     wd = None if weight is None else weight.data
 
     def backward(g):
-        gh = g if wd is None else g * wd
-        dx = xhat * mean(gh * xhat)
-        np.subtract(gh, dx, out=dx)
-        dx -= mean(gh)
+        # mean(gh) = g @ weight / D and mean(gh * xhat) = (g * xhat) @ weight / D: matrix-vector products,
+        # and g * xhat is the weight's gradient before summing over positions, so it is computed once.
+        gx = g * xhat
+        if wd is None:
+            dx = g - _rowsum(g) * (1.0 / D)
+            dx -= xhat * (_rowsum(gx) * (1.0 / D))
+        else:
+            dx = g * wd
+            dx -= _rowdot(g, wd) * (1.0 / D)
+            dx -= xhat * (_rowdot(gx, wd) * (1.0 / D))
         dx *= r
-        return dx, (None if weight is None else g * xhat), (None if bias is None else g)
+        return dx, (None if weight is None else _colsum(gx)), (None if bias is None else _colsum(g))
     out = xhat if wd is None else xhat * wd
-    out = out if bias is None else out + bias.data
+    if bias is not None:
+        out = np.add(out, bias.data, out=out) if out is not xhat and out.dtype == bias.dtype else out + bias.data
     parents = (x,) + tuple(p if p is not None else Tensor(0.0) for p in (weight, bias))
     return Tensor._make(out, parents, "layer_norm", backward)
 
