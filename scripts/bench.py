@@ -9,6 +9,7 @@ Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read 
 in raw NumPy) and step / floor; the per-op engine overhead; sampling 1,000 names (with the default model,
 runs/train.npz, when it exists) and the GEMMs of its network calls alone; the held-out NELBO; the peak RSS of
 a default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
+A second table breaks the Transformer step down op by op (a profiled run: the engine is patched to time it).
 """
 import argparse
 import json
@@ -181,6 +182,54 @@ def torch_step(batch):
     return step, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def step_breakdown(model, x, objective, steps):
+    """Where one training step's time goes: {op: [forward ms, backward ms, nodes]} per step, plus the optimizer
+    and backward()'s own bookkeeping. A profiler, so it patches the engine for the duration: every node's
+    backward closure is timed, and a node's forward is charged the time since the previous node was made
+    (its own work plus the glue that prepared its inputs)."""
+    from tinygrad_lite import tensor as engine
+    make, table, clock = engine.Tensor._make, {}, [0.0]
+
+    def timed_make(data, parents, op, backward):
+        now = time.perf_counter()
+        entry = table.setdefault(op, [0.0, 0.0, 0])
+        entry[0] += now - clock[0]
+        entry[2] += 1
+
+        def timed_backward(g):
+            t0 = time.perf_counter()
+            grads = backward(g)
+            entry[1] += time.perf_counter() - t0
+            return grads
+        out = make(data, parents, op, timed_backward)
+        clock[0] = time.perf_counter()
+        return out
+    opt, rng, schedule = optim.AdamW(model.parameters(), lr=1e-3), np.random.default_rng(0), CosineSchedule()
+    extra = {"optimizer (clip + AdamW)": 0.0, "backward() bookkeeping": 0.0}
+    engine.Tensor._make = staticmethod(timed_make)
+    try:
+        for i in range(steps + 3):                      # 3 warm-up steps, then reset the counters
+            if i == 3:
+                table.clear()
+                extra = dict.fromkeys(extra, 0.0)
+            clock[0] = time.perf_counter()
+            loss, _ = diffusion_loss(model, x, schedule, rng, objective)
+            opt.zero_grad()
+            t0 = time.perf_counter()
+            in_closures = sum(e[1] for e in table.values())
+            loss.backward()
+            t1 = time.perf_counter()
+            extra["backward() bookkeeping"] += (t1 - t0) - (sum(e[1] for e in table.values()) - in_closures)
+            optim.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            extra["optimizer (clip + AdamW)"] += time.perf_counter() - t1
+    finally:
+        engine.Tensor._make = make
+    out = {op: [1000 * f / steps, 1000 * b / steps, n // steps] for op, (f, b, n) in table.items()}
+    out.update({name: [0.0, 1000 * v / steps, 0] for name, v in extra.items()})   # no node: shown as a total
+    return out
+
+
 def peak_rss_mb(steps):
     """Peak resident memory of `scripts/train.py` (default config, `steps` steps) in its own process.
 
@@ -238,6 +287,7 @@ def main():
                 row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 2])), "ms", torch_label)
                 row("ours / PyTorch", float(np.median(times[:, 0] / times[:, 2])), "x",
                     "target <= 0.8; median of per-round ratios")
+    breakdown = step_breakdown(models[2][1], data.train[:64], "exact_k", repeats)
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
     trained = os.path.join(ROOT, "runs", "train.npz")
     model, which = ((checkpoint.load(trained)[0], "the default model, runs/train.npz") if os.path.exists(trained)
@@ -260,9 +310,16 @@ def main():
     print(f"| {'measure'.ljust(width)} | value | unit | note |\n|{'-' * (width + 2)}|---:|---|---|")
     for name, shown, unit, note in rows:
         print(f"| {name.ljust(width)} | {shown} | {unit} | {note} |")
+    print("\nWhere the Transformer's step goes (batch 64, one profiled run; each op's forward and backward):\n")
+    print("| op | nodes | forward ms | backward ms | total ms | share |\n|---|---:|---:|---:|---:|---:|")
+    total = sum(f + b for f, b, _ in breakdown.values())
+    for op, (f, b, n) in sorted(breakdown.items(), key=lambda kv: -sum(kv[1][:2])):
+        fwd_bwd = f"{n} | {f:.2f} | {b:.2f}" if n else "- | - | -"
+        print(f"| {op} | {fwd_bwd} | {f + b:.2f} | {100 * (f + b) / total:.0f}% |")
+    print(f"| all | | | | {total:.1f} | |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(machine=machine, figures=figures, rows=rows), f, indent=1)
+            json.dump(dict(machine=machine, figures=figures, rows=rows, breakdown=breakdown), f, indent=1)
 
 
 if __name__ == "__main__":

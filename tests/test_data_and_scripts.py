@@ -141,6 +141,9 @@ def test_bench_quick_prints_every_row(tmp_path):
         assert not any("PyTorch" in name for name in figures)
     for name in rows:
         assert name in r.stdout and np.isfinite(figures[name]) and figures[name] > 0, name
+    breakdown = json.loads(out.read_text())["breakdown"]        # the step, op by op
+    for op in ["linear", "attention", "gelu", "layer_norm", "optimizer (clip + AdamW)"]:
+        assert op in breakdown and sum(breakdown[op][:2]) > 0, op
 
 
 @pytest.mark.parametrize("args, message", [
