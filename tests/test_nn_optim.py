@@ -192,6 +192,29 @@ def test_adam_and_adamw_match_the_reference(cls, weight_decay):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14, err_msg=f"step {step + 1}")
 
 
+@pytest.mark.parametrize("cls, weight_decay", [(optim.Adam, 0.0), (optim.Adam, 0.1), (optim.AdamW, 0.1)])
+def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight_decay):
+    """Adam updates every parameter in one vector when all have gradients, and loops over them otherwise (here
+    forced by an extra parameter that never gets one). Both must give identical float32 weights."""
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (4,), (2, 2, 2)]
+    fast = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    slow = [nn.Parameter(p.data.copy()) for p in fast]
+    opts = cls(fast, lr=0.1, weight_decay=weight_decay), cls(slow + [nn.Parameter(np.zeros(2, np.float32))],
+                                                             lr=0.1, weight_decay=weight_decay)
+    for _ in range(4):
+        for a, b in zip(fast, slow):
+            a.grad = rng.standard_normal(a.shape).astype(np.float32)
+            b.grad = a.grad.copy()
+        for opt in opts:
+            opt.step()
+        for a, b in zip(fast, slow):
+            assert a.data.dtype == np.float32
+            np.testing.assert_array_equal(a.data, b.data)
+    state = opts[0].state_dict()                              # the flat moments save as one array per parameter
+    assert [state[f"exp_avg.{i}"].shape for i in range(3)] == shapes
+
+
 def test_adam_and_adamw_differ_with_weight_decay():
     # the reference test above covers each rule; this makes sure the two rules are not the same rule
     a = _run_engine(lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1), steps=3)

@@ -68,3 +68,5 @@ def test_engine_errors_name_op_and_shapes():
         a + b
     with pytest.raises(ValueError, match=r"reshape: cannot reshape \(3, 4\) into \(5,\)"):
         a.reshape(5)
+    with pytest.raises(ValueError, match=r"layer_norm: weight of shape \(1, 4\) must be \(4,\)"):
+        tl.functional.layer_norm(a, (4,), Tensor(np.ones((1, 4))))

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
-from diffusion.models import TransformerDenoiser, predict_logits
+from diffusion.models import TransformerDenoiser, distinct_rows, predict_logits
 from diffusion.sampler import ORDERS, edit_template, parse_template, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
 from diffusion.visualize import forward_view, reverse_view
@@ -280,5 +280,7 @@ def test_predict_logits_runs_each_distinct_row_once():
     assert ran == len(np.unique(np.column_stack([x, t]), axis=0))
     np.testing.assert_allclose(logits, timed(x, t).data, rtol=1e-5, atol=1e-6)
     assert predict_logits(MODEL, x[:0]).shape == (0, L, 27)
+    big = np.array([[0, 1], [65536, 1], [0, 1]])             # ids past int16 stay distinct (bytes of int64)
+    assert [len(f) for f in distinct_rows(big)] == [2, 3] and list(distinct_rows(big)[1]) == [0, 1, 0]
 
 

@@ -135,6 +135,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     _check_last_dim("layer_norm", x, normalized_shape)
     a = x.data
     D = a.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (D,):
+            raise ValueError(f"layer_norm: {name} of shape {p.shape} must be ({D},), the normalized dimension")
     xhat = a - _rowsum(a) * (1.0 / D)
     r = 1.0 / np.sqrt(_rowsum(xhat * xhat) * (1.0 / D) + eps)
     xhat *= r
