@@ -21,6 +21,7 @@ from tinygrad_lite import functional as F, nn, no_grad
 
 from .data import MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
 from .draw import draw, tempered_softmax
+from .predict import predict_logits
 
 START = MASK
 
@@ -108,7 +109,8 @@ class ARSamples:
 @no_grad()
 def sample_ar(model, num=1000, temperature=1.0, seed=0):
     """Generate `num` rows left to right: x_i ~ softmax(logits_i / T) given x_<i, until PAD or L letters.
-    Step i runs the model on the first i + 1 inputs only. Same seed -> same rows."""
+    Step i runs the model on the first i + 1 inputs of the rows still going, each distinct prefix once (all
+    rows start alike, and many share their first letters). Same seed -> same rows."""
     if temperature < 0:
         raise ValueError(f"sample_ar: temperature must be >= 0, got {temperature}")
     rng = np.random.default_rng(seed)
@@ -119,7 +121,8 @@ def sample_ar(model, num=1000, temperature=1.0, seed=0):
     ended = np.zeros(num, dtype=bool)
     calls = 0
     for i in range(model.L):
-        logits = model(inputs[:, :i + 1]).data[:, i].astype(np.float64)
+        logits = np.zeros((num, NUM_CLASSES))                # ended rows draw too (same random stream), then PAD
+        logits[~ended] = predict_logits(model, inputs[~ended, :i + 1])[:, i]   # each distinct prefix once
         calls += 1
         token = np.where(ended, PAD, draw(tempered_softmax(logits, temperature), temperature, rng))
         x[:, i] = token

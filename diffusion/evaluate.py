@@ -31,7 +31,7 @@ from .autoregressive import is_autoregressive, row_nll, sample_ar
 from .data import MASK, PAD, chars_per_name, decode
 from .likelihood import nelbo
 from .metrics import sample_report
-from .models import predict_logits
+from .predict import predict_logits
 from .sampler import length_probs, sample
 from .schedule import CosineSchedule
 

@@ -4,7 +4,7 @@ sampler only read predictions at masked positions (unmasked tokens are carried o
 """
 import numpy as np
 
-from tinygrad_lite import Tensor, nn, no_grad
+from tinygrad_lite import Tensor, nn
 
 from .data import NUM_CLASSES, VOCAB_SIZE
 
@@ -98,37 +98,6 @@ from .autoregressive import ARTransformer  # noqa: E402  (the AR baseline, so ch
 
 MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
           "ar_transformer": ARTransformer}
-
-
-def distinct_rows(xt, t=None):
-    """(first, inverse): indices of one row of each distinct (xt row, t) pair, and for every row the index of
-    its pair in `first`, so xt[first][inverse] == xt. Rows are compared as the raw bytes of their int64 tokens
-    and float64 time (one sort)."""
-    n = len(xt)
-    key = np.ascontiguousarray(xt, dtype=np.int64).reshape(n, -1).view(np.uint8)
-    if t is not None:
-        key = np.concatenate([key, np.ascontiguousarray(t, np.float64).reshape(n, 1).view(np.uint8)], axis=1)
-    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.shape[1])))[:, 0]
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
-
-
-@no_grad()
-def predict_logits(model, xt, t=None, chunk=256, count=False):
-    """model(xt, t) for many rows as a float64 array (N, L, 27), recording no graph.
-
-    The model is treated as a function of its input, so identical rows run once (in eval mode; in train mode
-    with dropout, copies of a row would share one dropout draw). A sampler's rows often coincide: every row
-    of length n starts as the same MASK/PAD pattern, and many then share their first letters. Distinct rows
-    go `chunk` at a time: arrays of 256 rows stay in cache (about 30% faster per row here than 1,000 at once),
-    and peak memory does not grow with N.
-    count=True also returns the number of rows the network ran on."""
-    first, inverse = distinct_rows(xt, t) if len(xt) else (np.arange(0), np.arange(0))
-    xu, tu = xt[first], None if t is None else np.asarray(t)[first]
-    out = [model(xu[i:i + chunk], None if tu is None else tu[i:i + chunk]).data
-           for i in range(0, max(len(xu), 1), chunk)]                  # one call even for 0 rows
-    logits = np.concatenate(out).astype(np.float64)[inverse]
-    return (logits, len(xu)) if count else logits
 
 
 def build_model(config):

@@ -64,7 +64,7 @@ from tinygrad_lite import no_grad
 
 from .data import LETTERS, MASK, NUM_CLASSES, PAD
 from .draw import draw, tempered_softmax, top_k_top_p
-from .models import predict_logits
+from .predict import predict_logits
 from .schedule import CosineSchedule
 
 ORDERS = ("max_prob", "margin", "entropy", "random")

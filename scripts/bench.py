@@ -116,7 +116,7 @@ def matmul_floor(shapes, backward=True):
 
 def sampling_floor_ms(model, network_rows, chunk=256):
     """The GEMMs alone of the denoiser calls a sampler made: rows go through the network `chunk` at a time
-    (diffusion.models.predict_logits), so the floor is the forward GEMMs of one chunk, timed alone, times
+    (diffusion.predict.predict_logits), so the floor is the forward GEMMs of one chunk, timed alone, times
     the number of chunks' worth of rows the sampler sent (Samples.network_rows)."""
     x = np.full((chunk, model.L), MASK)
     shapes = gemm_shapes(model(x, np.ones(chunk) if model.time_input else None).sum())

@@ -11,7 +11,8 @@ from hypothesis import given, strategies as st
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
-from diffusion.models import TransformerDenoiser, distinct_rows, predict_logits
+from diffusion.models import TransformerDenoiser
+from diffusion.predict import distinct_rows, predict_logits
 from diffusion.sampler import ORDERS, edit_template, parse_template, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
 from diffusion.visualize import forward_view, reverse_view
