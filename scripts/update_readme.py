@@ -20,7 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
-OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
+OBJECTIVES = [("exact_k_length", "exact_k_length (default)"), ("exact_k", "exact_k"),
+              ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
               ("simple", "simple"), ("time_input", "nelbo, cosine, with time input")]
 
 
@@ -146,8 +147,10 @@ def refresh_long_samples(path):
 def long_table(r):
     t1 = next(s for s in r["sweep"] if s["temperature"] == 1.0)
     curve = ", ".join(f"{step // 1000}k: {v:.3f}" for step, v in r["history"] if step % 5000 == 0)
-    return (f"| steps x batch | train time | test NELBO (nats/char) | novel | unique | length TV |\n|---:|---:|---:|---:|---:|---:|\n"
-            f"| {r['train']['steps']} x {r['train']['batch_size']} | {r['train_seconds'] / 60:.0f} min | "
+    return (f"| steps x batch | objective | train time | test NELBO (nats/char) | novel | unique | length TV |\n"
+            f"|---:|---|---:|---:|---:|---:|---:|\n"
+            f"| {r['train']['steps']} x {r['train']['batch_size']} | {r['train']['objective']} | "
+            f"{r['train_seconds'] / 60:.0f} min | "
             f"**{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {100 * t1['novel']:.1f}% | {100 * t1['unique']:.1f}% | "
             f"{t1['length_tv']:.3f} |\n\nTraining NELBO along the way: {curve}. Names at T=1.0: {' '.join(t1['examples'][:12])}")
 
@@ -205,8 +208,8 @@ def main():
         text = replace_section(text, "temperature", sweep_table(runs[-1][1]))
         objective_runs = []
         for name, label in OBJECTIVES:
-            path = os.path.join(ROOT, "runs", "train.json" if name == "exact_k" else f"objective_{name}.json")
-            if not args.reuse and name != "exact_k":
+            path = os.path.join(ROOT, "runs", "train.json" if name == OBJECTIVES[0][0] else f"objective_{name}.json")
+            if not args.reuse and name != OBJECTIVES[0][0]:
                 run_trainer("train", path, *objective_flags(name), "--num-samples", "100")
             with open(path) as f:
                 objective_runs.append((label, json.load(f)))
