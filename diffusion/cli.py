@@ -75,11 +75,7 @@ def trainer_parser(description, **defaults):
                    help="final learning rate as a fraction of --lr")
     p.add_argument("--seed", type=int, default=d["seed"], help="seeds init, batches, noise and sampling")
     p.add_argument("--objective", choices=OBJECTIVES, default=d["objective"],
-                   help="'nelbo': the ELBO-weighted loss; 'exact_k': the same bound by its exact identity; "
-                        "'exact_k_length': exact_k with a share of rows given their length; 'simple': plain "
-                        "masked cross-entropy")
-    p.add_argument("--length-share", type=fraction, default=d["length_share"],
-                   help="with --objective exact_k_length: the share of each batch's rows given their length")
+                   help="'nelbo': the ELBO-weighted loss; 'simple': plain masked cross-entropy")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default=d["schedule"], help="noise schedule")
     p.add_argument("--names", default=DEFAULT_NAMES, help="names file, one per line")
     p.add_argument("--L", type=positive_int, default=d["L"], help="sequence length (longer names are dropped)")
@@ -171,8 +167,8 @@ def prepare(args, make_model):
         fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
     if model.L != data.L:
         fail(f"the checkpoint's model has L={model.L}, but --L is {data.L}")
-    if getattr(model, "time_input", False) and cfg.objective.startswith("exact_k"):
-        fail(f"objective {cfg.objective} needs a denoiser without time input; use --objective nelbo with --time-input")
+    if getattr(model, "time_input", False) and cfg.objective == "exact_k":
+        fail("objective exact_k needs a denoiser without time input; use --objective nelbo with --time-input")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
     return data, model, cfg, start_step, optimizer_state
 
@@ -216,7 +212,7 @@ def objective(model, cfg, data):
     schedule = get_schedule(cfg.schedule)
 
     def loss_fn(model, x0, rng):
-        return diffusion_loss(model, x0, schedule, rng, cfg.objective, cfg.length_share)
+        return diffusion_loss(model, x0, schedule, rng, cfg.objective)
 
     def validate(model):
         return nelbo(model, data.val, schedule, seed=cfg.seed, min_repeats=2, max_repeats=2)["nelbo"]

@@ -22,11 +22,9 @@ def q_sample(x0, t, schedule, rng):
     return np.where(masked, MASK, x0), masked
 
 
-def mask_exactly(x0, k, rng, among=None):
+def mask_exactly(x0, k, rng):
     """Mask a uniformly random subset of exactly k[i] positions in row i (for the exact NELBO identity).
-    Ranking i.i.d. uniform keys gives a uniform random permutation; its first k positions are a uniform k-subset.
-    among (B, L) bool: choose only among these positions (k[i] <= their count); the others rank last."""
-    keys = rng.random(x0.shape)
-    ranks = (keys if among is None else np.where(among, keys, 2.0)).argsort(axis=1).argsort(axis=1)
+    Ranking i.i.d. uniform keys gives a uniform random permutation; its first k positions are a uniform k-subset."""
+    ranks = rng.random(x0.shape).argsort(axis=1).argsort(axis=1)
     masked = ranks < np.reshape(k, (-1, 1))
     return np.where(masked, MASK, x0), masked

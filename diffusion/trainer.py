@@ -31,7 +31,6 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     objective: str = "nelbo"
-    length_share: float = 0.125  # objective exact_k_length: the share of each batch's rows given their length
     schedule: str = "cosine"
     seed: int = 0
     log_every: int = 100
@@ -108,7 +107,7 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
         schedule = get_schedule(cfg.schedule)
 
         def loss_fn(model, x0, rng):
-            return diffusion_loss(model, x0, schedule, rng, cfg.objective, cfg.length_share)
+            return diffusion_loss(model, x0, schedule, rng, cfg.objective)
     opt = optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)

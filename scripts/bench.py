@@ -267,8 +267,8 @@ def main():
 
     tl.manual_seed(0)
     models = [("MLP, batch 128", MLPDenoiser(), 128, "nelbo"), ("skip MLP, batch 128", SkipMLPDenoiser(), 128, "nelbo"),
-              ("Transformer, batch 64", TransformerDenoiser(), 64, "exact_k_length"),
-              ("Transformer, batch 256", TransformerDenoiser(), 256, "exact_k_length")]
+              ("Transformer, batch 64", TransformerDenoiser(), 64, "exact_k"),
+              ("Transformer, batch 256", TransformerDenoiser(), 256, "exact_k")]
     for name, model, batch, objective in models:
         x = data.train[rng.integers(0, len(data.train), batch)]
         step = training_step(model, x, objective)
@@ -289,7 +289,7 @@ def main():
                 row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 2])), "ms", torch_label)
                 row("ours / PyTorch", float(np.median(times[:, 0] / times[:, 2])), "x",
                     "target <= 0.8; median of per-round ratios")
-    breakdown = step_breakdown(TransformerDenoiser(), data.train[:64], "exact_k_length", repeats)
+    breakdown = step_breakdown(TransformerDenoiser(), data.train[:64], "exact_k", repeats)
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
     trained = os.path.join(ROOT, "runs", "train.npz")
     model, which = ((checkpoint.load(trained)[0], "the default model, runs/train.npz") if os.path.exists(trained)

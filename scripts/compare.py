@@ -6,7 +6,7 @@ diffusion's quality versus its number of sampling steps.
 
 Both models: 4 Transformer layers, width 64, 4 heads, L=16 (causal for AR, bidirectional for diffusion); the
 same steps, batch, learning rate, weight decay, dropout and seed (the diffusion objective is --objective,
-default exact_k_length). Trained here, they validate every --eval-every steps (learning curves; the best weights are
+default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
 kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix). The samples of both are scored by
 the AR model (generative NLL).
 """
@@ -31,7 +31,7 @@ KINDS = {"AR": lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4, d
 
 
 def parse_args():
-    p = trainer_parser(__doc__.splitlines()[0], steps=3000, batch_size=64, lr=2e-3, objective="exact_k_length",
+    p = trainer_parser(__doc__.splitlines()[0], steps=3000, batch_size=64, lr=2e-3, objective="exact_k",
                        dropout=0.0, eval_every=500, out="runs/compare")
     p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")

@@ -20,8 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
-OBJECTIVES = [("exact_k_length", "exact_k_length (default)"), ("exact_k", "exact_k"),
-              ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
+OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
               ("simple", "simple"), ("time_input", "nelbo, cosine, with time input")]
 
 
@@ -208,8 +207,8 @@ def main():
         text = replace_section(text, "temperature", sweep_table(runs[-1][1]))
         objective_runs = []
         for name, label in OBJECTIVES:
-            path = os.path.join(ROOT, "runs", "train.json" if name == OBJECTIVES[0][0] else f"objective_{name}.json")
-            if not args.reuse and name != OBJECTIVES[0][0]:
+            path = os.path.join(ROOT, "runs", "train.json" if name == "exact_k" else f"objective_{name}.json")
+            if not args.reuse and name != "exact_k":
                 run_trainer("train", path, *objective_flags(name), "--num-samples", "100")
             with open(path) as f:
                 objective_runs.append((label, json.load(f)))
