@@ -146,14 +146,11 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     def backward(g):
         # mean(gh) = g @ weight / D and mean(gh * xhat) = (g * xhat) @ weight / D: matrix-vector products,
         # and g * xhat is the weight's gradient before summing over positions, so it is computed once.
+        w = np.ones(D, g.dtype) if wd is None else wd
         gx = g * xhat
-        if wd is None:
-            dx = g - _rowsum(g) * (1.0 / D)
-            dx -= xhat * (_rowsum(gx) * (1.0 / D))
-        else:
-            dx = g * wd
-            dx -= _rowdot(g, wd) * (1.0 / D)
-            dx -= xhat * (_rowdot(gx, wd) * (1.0 / D))
+        dx = g * w
+        dx -= _rowdot(g, w) * (1.0 / D)
+        dx -= xhat * (_rowdot(gx, w) * (1.0 / D))
         dx *= r
         return dx, (None if weight is None else _colsum(gx)), (None if bias is None else _colsum(g))
     out = xhat if wd is None else xhat * wd

@@ -112,8 +112,9 @@ class Adam(Optimizer):
 
     def _step_flat(self, b1, b2, c1, c2):
         """The same update as the loop in step(), on all parameters at once (PyTorch's 'foreach' idea): the
-        gradients are gathered into one vector, so each line below is one NumPy call instead of one per
-        parameter. A Transformer has ~70 small parameters, and per-call overhead dominates their updates."""
+        gradients are gathered into one vector, so the moments and the step take one NumPy call per line
+        instead of one per parameter; only writing the step into each parameter loops. A Transformer has ~70
+        small parameters, and per-call overhead dominates their updates."""
         g = np.concatenate([p.grad.ravel() for p in self.params]).astype(self._flat["exp_avg"].dtype, copy=False)
         if self.weight_decay and not self.decoupled:
             g += self.weight_decay * np.concatenate([p.data.ravel() for p in self.params])
