@@ -182,12 +182,14 @@ def _time_input(model, x, schedule):
     return schedule.time_at((x == MASK).mean(axis=1)) if model.time_input else None
 
 
-def length_probs(p_pad):
+def length_probs(p_pad, floor=1e-12):
     """P(length = n) for n = 1..L (..., L), not renormalized, from an all-MASK row's P(PAD at position i)
     (..., L): P(length <= i) is their running max (made monotone), with P(length <= L) = 1, and P(length = n)
-    its differences. Shared by the sampler's length draw and evaluate's length-first likelihood."""
+    its differences, plus `floor`: where the model's PAD probabilities dip, the running max would give a
+    length probability 0, and a real name of that length an infinite NLL. Shared by the sampler's length
+    draw and evaluate's length-first likelihood, so the likelihood is exactly that of the sampler's draw."""
     cdf = np.maximum.accumulate(p_pad, axis=-1)
-    return np.clip(np.diff(cdf, axis=-1, append=np.ones(cdf.shape[:-1] + (1,))), 0, None)
+    return np.clip(np.diff(cdf, axis=-1, append=np.ones(cdf.shape[:-1] + (1,))), 0, None) + floor
 
 
 def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
@@ -204,7 +206,7 @@ def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
     p_pad[:len(template.head)] = 0.0                                       # a fixed letter is not a PAD
     p_len = length_probs(p_pad)                                            # P(len = n), n = 1..L
     allowed = (np.arange(1, L + 1) >= lo) & (np.arange(1, L + 1) <= hi)
-    p_len = np.where(allowed, p_len + 1e-12, 0.0)
+    p_len = np.where(allowed, p_len, 0.0)
     calls, network_rows = 1, 1
     fixed_tail = [(j, tok) for j, tok in enumerate(template.tail) if tok is not None]
     if fixed_tail:

@@ -13,7 +13,7 @@ from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
 from diffusion.models import TransformerDenoiser
 from diffusion.predict import distinct_rows, predict_logits
-from diffusion.sampler import ORDERS, edit_template, parse_template, sample
+from diffusion.sampler import ORDERS, edit_template, length_probs, parse_template, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
 from diffusion.visualize import forward_view, reverse_view
 
@@ -285,3 +285,13 @@ def test_predict_logits_runs_each_distinct_row_once():
     assert [len(f) for f in distinct_rows(big)] == [2, 3] and list(distinct_rows(big)[1]) == [0, 1, 0]
 
 
+
+
+def test_length_probs_keeps_every_length_possible():
+    """P(len = n) are the differences of P(PAD at n) made monotone, plus a floor: a dip in the model's PAD
+    probabilities must not make a length impossible (a real name of that length would get an infinite NLL)."""
+    monotone = np.array([0.0, 0.1, 0.5, 0.9])
+    np.testing.assert_allclose(length_probs(monotone, floor=0.0), [0.1, 0.4, 0.4, 0.1])
+    dipping = np.array([0.0, 0.6, 0.3, 0.9])                 # P(PAD at 2) < P(PAD at 1): no length 2 without the floor
+    assert length_probs(dipping, floor=0.0)[1] == 0.0
+    assert np.all(length_probs(dipping) > 0)
