@@ -18,19 +18,22 @@ Both repeat with fresh randomness until the standard error (over repeats, per na
 """
 import numpy as np
 
-from tinygrad_lite import functional as F, no_grad
+from tinygrad_lite import Tensor, functional as F, no_grad
 
 from .data import PAD, chars_per_name
+from .predict import predict_logits
 from .process import mask_exactly, q_sample, sample_times
 
 
 @no_grad()
-def _masked_nll(model, xt, x0, masked, t=None, batch_size=256):
-    """sum over masked positions of -log p(x0_i | xt), per row: (N,). Runs in chunks of batch_size rows."""
+def _masked_nll(model, xt, x0, masked, t=None, batch_size=2048):
+    """sum over masked positions of -log p(x0_i | xt), per row: (N,). The network runs through
+    predict.predict_logits (each distinct row once: every k = L row is all MASK); batch_size rows at a time
+    bound the memory of the logits."""
     out = np.empty(len(x0))
     for i in range(0, len(x0), batch_size):
         sl = slice(i, i + batch_size)
-        logits = model(xt[sl], None if t is None else t[sl])
+        logits = Tensor(predict_logits(model, xt[sl], None if t is None else t[sl]))          # float64
         ce = F.cross_entropy(logits, np.where(masked[sl], x0[sl], -100), reduction="none")
         out[sl] = ce.data.astype(np.float64).sum(axis=1)
     return out
