@@ -47,9 +47,9 @@ steps; a row is no longer sent to the network once it has no MASK, and the loop 
 the number of network calls adapts to the names (`Samples.row_calls`). Terminates in at most S <= L steps.
 
 `remask` eta (ReMDM, Wang et al. 2025, the "max-capped" schedule): at each step, every already revealed free
-token of a row (but its last letter, which holds the length) goes back to MASK with probability sigma_s = min(eta, (1 - alpha(t_next)) / alpha(t)), capped so
-the row's count of masks still follows the schedule (at most the positions the schedule leaves masked after
-the step); the network then re-predicts it later, so the sampler can fix early mistakes. sigma is 0 at the
+token of a row (but its last letter, which holds the length) goes back to MASK with probability
+sigma_s = min(eta, (1 - alpha(t_next)) / alpha(t)), capped so the row's count of masks still follows the
+schedule (at most the positions the schedule leaves masked after the step); the network then re-predicts it later, so the sampler can fix early mistakes. sigma is 0 at the
 last step, so every row still ends without MASK. Off by default; not combined with `threshold`.
 
 `temperature` divides the token logits (0 = greedy argmax); `top_k` keeps the k most likely tokens and `top_p`
@@ -193,8 +193,8 @@ def length_probs(p_pad, floor=1e-12):
 
 
 def _draw_lengths(model, template, num, temperature, rng, schedule, lo, hi):
-    """Lengths n in lo..hi for `num` rows, the network calls it took and the rows they ran on. Every row starts alike, so the
-    model runs on one row: MASK but for the template's leading letters. Its P(PAD at position i) is
+    """Lengths n in lo..hi for `num` rows, the network calls it took and the rows they ran on. Every row starts
+    alike, so the model runs on one row: MASK but for the template's leading letters. Its P(PAD at position i) is
     P(len <= i), so P(len = n | head) = P(PAD at n) - P(PAD at n - 1). A template with fixed trailing letters
     (its tail) also weighs each n by the model's probability of those letters where length n puts them, by
     the chain rule P(tail | head, n) = prod_k p(tail_k | head, n, tail_<k) (PAD excluded before n; one more
@@ -353,7 +353,8 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
         probs = tempered_softmax(logits, temperature)
         tokens = draw(top_k_top_p(probs, top_k, top_p), temperature, rng)
         target = still[rows, step + 1]                   # masks the schedule leaves after this step
-        again = (_remask_draw(~masked & ~fixed[rows] & ~last[rows], target, remask, step, steps, schedule, rng) if remask > 0
+        free = ~masked & ~fixed[rows] & ~last[rows]       # revealed tokens remasking may take back
+        again = (_remask_draw(free, target, remask, step, steps, schedule, rng) if remask > 0
                  else np.zeros_like(masked))
         count = np.maximum(masked.sum(1) + again.sum(1) - target, 0)
         reveal = _choose(probs, masked, count, order, choice_temperature * (1.0 - (step + 1) / steps),
