@@ -201,6 +201,34 @@ def test_no_grad_decorator_records_nothing():
     assert z.requires_grad
 
 
+def test_grad_mode_is_per_thread():
+    """As in PyTorch: a no_grad in one thread does not switch off recording in another, and two threads
+    entering and leaving the same no_grad instance each restore their own mode."""
+    import threading
+    guard, inside, results = no_grad(), threading.Barrier(2), {}
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+
+    def worker(name, use_no_grad):
+        if use_no_grad:
+            with guard:
+                inside.wait()                 # both threads are now running: one in no_grad, one not
+                results[name] = ((x * x).requires_grad, is_grad_enabled())
+                inside.wait()
+        else:
+            inside.wait()
+            results[name] = ((x * x).requires_grad, is_grad_enabled())
+            inside.wait()
+        results[name + " after"] = is_grad_enabled()
+
+    threads = [threading.Thread(target=worker, args=("off", True)), threading.Thread(target=worker, args=("on", False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"off": (False, False), "on": (True, True), "off after": True, "on after": True}
+    assert is_grad_enabled()
+
+
 # ---------------------------------------------------------------------------------------------- dtype rules
 def test_python_scalars_and_lists_become_float32():
     assert Tensor(1.5).dtype == np.float32

@@ -14,28 +14,31 @@ sub, div, neg, sqrt, sigmoid, mean, var, ... are composed from them.
 """
 import contextlib
 import math
+import threading
 
 import numpy as np
 
-_grad_enabled = True
+_mode = threading.local()     # grad mode is per thread, as in PyTorch: a no_grad in one thread leaves others alone
 
 
 class no_grad(contextlib.ContextDecorator):
-    """`with no_grad():` or `@no_grad()`: ops inside record no graph (as torch.no_grad)."""
+    """`with no_grad():` or `@no_grad()`: ops inside record no graph (as torch.no_grad; this thread only)."""
 
     def __enter__(self):
-        global _grad_enabled
-        self._saved = getattr(self, "_saved", []) + [_grad_enabled]  # a stack, so nesting/recursion works
-        _grad_enabled = False
+        _saved().append(is_grad_enabled())     # a stack, so nesting and recursion restore the right mode
+        _mode.grad_enabled = False
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._saved.pop()
+        _mode.grad_enabled = _saved().pop()
         return False
 
 
+def _saved():
+    return _mode.__dict__.setdefault("saved", [])   # this thread's stack of modes to restore
+
+
 def is_grad_enabled():
-    return _grad_enabled
+    return getattr(_mode, "grad_enabled", True)      # a new thread starts with grad mode on
 
 
 def _as_array(data, dtype=None):
@@ -111,7 +114,7 @@ class Tensor:
         """Wrap an op's result; record the graph only if some input needs a gradient and grad mode is on."""
         out = Tensor(np.asarray(data))
         out._op = op
-        if _grad_enabled and any(p.requires_grad for p in parents):
+        if is_grad_enabled() and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = parents
             out._backward = backward
