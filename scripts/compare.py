@@ -20,7 +20,7 @@ import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer, is_autoregressive  # noqa: E402
 from diffusion.cli import fail, load_checkpoint, load_data, train_and_test, trainer_parser  # noqa: E402
 from diffusion.evaluate import (ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
-                                sample_quality, samples_table)
+                                markdown_table, sample_quality, samples_table)
 from diffusion.models import TransformerDenoiser  # noqa: E402
 from diffusion.trainer import TrainConfig  # noqa: E402
 
@@ -55,8 +55,10 @@ def get_model(kind, path, args, data):
             fail(f"{path}: the model has L={model.L}, but --L is {data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
         figures = likelihood_figures(model, data.test, seed=args.seed)
-        return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"],
-                           validation=meta["extra"].get("validation", []), likelihood=figures)
+        extra = meta["extra"]
+        return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"], train=extra.get("train"),
+                           best_step=extra.get("best_step"), validation=extra.get("validation", []),
+                           likelihood=figures)
     print(f"\n== training {kind}")
     tl.manual_seed(args.seed)
     model = KINDS[kind](args)
@@ -65,8 +67,24 @@ def get_model(kind, path, args, data):
     trained = train_and_test(args, data, model, cfg, orders=ORDERS)
     result = trained["result"]
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
-                       best_step=result["best_step"], validation=result["validation"],
+                       train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],
                        likelihood=trained["likelihood"])
+
+
+def training_table(models, info):
+    """One row per model: its own training settings (a loaded checkpoint's, as saved) and where it ended."""
+    rows = []
+    for kind, m in models.items():
+        cfg = info[kind]["train"] or {}                          # None: a checkpoint that did not save it
+        seconds = info[kind]["train_seconds"]
+        best = info[kind].get("best_step")
+        rows.append([kind, f"{m.num_parameters():,}", f"{cfg.get('steps', '?')} x {cfg.get('batch_size', '?')}",
+                     cfg.get("lr", "?"), cfg.get("weight_decay", "?"), m.config.get("dropout", "?"),
+                     cfg.get("objective", "?") if kind == "diffusion" else "next token",
+                     best if best is not None else info[kind]["steps"],
+                     f"{seconds:.0f} s" if seconds is not None else f"loaded {info[kind]['checkpoint']}"])
+    return markdown_table(["model", "parameters", "steps x batch", "lr", "weight decay", "dropout", "objective",
+                           "weights kept (step)", "train time"], rows)
 
 
 def main():
@@ -85,14 +103,8 @@ def main():
                                              args.seed, ar) for s in SAMPLING_STEPS if s <= diffusion.L]}
     by_steps["AR (reference)"] = [q for q in quality["AR"] if q["temperature"] == args.sweep_temperature]
 
-    print("\n## Training")
-    print(f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, weight decay {args.weight_decay}, "
-          f"dropout {args.dropout}, diffusion objective {args.objective}; parameters: "
-          + ", ".join(f"{k} {m.num_parameters():,}" for k, m in models.items()))
-    for kind in models:
-        seconds = info[kind]["train_seconds"]
-        print(f"{kind}: " + (f"trained {info[kind]['steps']} steps in {seconds:.0f}s" if seconds is not None
-                             else f"loaded {info[kind]['checkpoint']}"))
+    print("\n## Training\n")
+    print(training_table(models, info))
     print("\n## Test likelihood (nats/char, letters + end token)\n")
     print(likelihood_table({k: v["likelihood"] for k, v in info.items()}))
     print("\n## Samples (generative NLL: under the AR model)\n")

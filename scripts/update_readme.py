@@ -76,14 +76,14 @@ def objectives_table(runs):
     return "\n".join(rows)
 
 
-def compare_section():
-    """scripts/compare.py on the checkpoints just trained (AR and default diffusion), its tables as printed."""
-    print("running scripts/compare.py ...", flush=True)
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compare.py"), "--ar-checkpoint",
-                          os.path.join(ROOT, "runs", "train_ar.npz"), "--diffusion-checkpoint",
-                          os.path.join(ROOT, "runs", "train.npz"), "--json", os.path.join(ROOT, "runs", "compare.json")],
-                         check=True, capture_output=True, text=True).stdout
-    body = out[out.index("## Test likelihood"):]
+def compare_section(ar, diffusion, json_path, training=False):
+    """scripts/compare.py on two checkpoints, its tables as printed (from the likelihood table on, or from the
+    training table on when `training`)."""
+    print(f"running scripts/compare.py on {ar} and {diffusion} ...", flush=True)
+    out = subprocess.run([sys.executable, os.path.join("scripts", "compare.py"), "--ar-checkpoint", ar,
+                          "--diffusion-checkpoint", diffusion, "--json", json_path],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout     # paths print relative
+    body = out[out.index("## Training" if training else "## Test likelihood"):]
     return "\n".join(f"**{line[3:]}**" if line.startswith("## ") else line for line in body.splitlines()
                      if not line.startswith(("==", "wrote ")))
 
@@ -127,7 +127,7 @@ def pictures_section():
 
 
 def refresh_long_samples(path):
-    """The long run took 32 minutes; its samples are drawn again from runs/long.npz with the current sampler,
+    """The long run took half an hour; its samples are drawn again from its checkpoint with the current sampler,
     so a sampler change reaches this table without retraining. Rewrites the JSON's sweep."""
     sys.path.insert(0, ROOT)
     from diffusion import checkpoint
@@ -215,12 +215,16 @@ def main():
         text = replace_section(text, "objectives", objectives_table(objective_runs))
         if not args.reuse:
             run_trainer("train_ar", os.path.join(ROOT, "runs", "train_ar.json"))
-        text = replace_section(text, "compare", compare_section())
+        text = replace_section(text, "compare", compare_section("runs/train_ar.npz", "runs/train.npz",
+                                                                "runs/compare.json"))
         text = replace_section(text, "pictures", pictures_section())
         text = replace_section(text, "sampler", sampler_section())
-        long_json = os.path.join(ROOT, "runs", "long.json")
-        if os.path.exists(long_json) and os.path.exists(long_json.replace(".json", ".npz")):
-            text = replace_section(text, "long", long_table(refresh_long_samples(long_json)))
+        if all(os.path.exists(os.path.join(ROOT, "runs", "long", f)) for f in ("ar.npz", "diffusion.npz")):
+            # the 20,000-step runs (see the README for their commands): formatted, not retrained
+            text = replace_section(text, "long", long_table(refresh_long_samples(
+                os.path.join(ROOT, "runs", "long", "diffusion.json"))))
+            text = replace_section(text, "compare_long", compare_section(
+                "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json", training=True))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         text = replace_section(text, "bench", bench_table())

@@ -124,6 +124,28 @@ def test_trainer_script_smoke(tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 5
 
 
+def test_compare_script_trains_loads_and_reports_each_models_settings(tmp_path):
+    """compare.py end to end on 400 names: trains both kinds, then loads them back; the training table shows
+    each model's own settings (a loaded checkpoint's, as saved), and every table is printed."""
+    with open(os.path.join(ROOT, "names.txt")) as f:
+        names = write(tmp_path, "".join(f.readlines()[:400]))
+    prefix = str(tmp_path / "cmp")
+    common = ["--names", names, "--num-samples", "30", "--seed", "1"]
+    r = run_script("scripts/compare.py", "--steps", "12", "--batch-size", "16", "--eval-every", "6",
+                   "--dropout", "0.1", "--weight-decay", "0.05", "--out", prefix, *common)
+    assert r.returncode == 0, r.stderr
+    tables = ("## Training", "## Test likelihood", "## Samples", "## Diffusion quality versus sampling steps",
+              "## Learning curves")
+    assert all(t in r.stdout for t in tables)
+    assert re.search(r"\| AR \| 204,635 \| 12 x 16 \| 0.002 \| 0.05 \| 0.1 \| next token \|", r.stdout)
+    r = run_script("scripts/compare.py", "--ar-checkpoint", prefix + "_ar.npz", "--diffusion-checkpoint",
+                   prefix + "_diffusion.npz", "--weight-decay", "0.3", *common)      # the flags do not apply
+    assert r.returncode == 0, r.stderr
+    assert all(t in r.stdout for t in tables)
+    assert re.search(r"\| diffusion \| 204,635 \| 12 x 16 \| 0.002 \| 0.05 \| 0.1 \| exact_k \| \d+ \| loaded ",
+                     r.stdout)
+
+
 def test_bench_quick_prints_every_row(tmp_path):
     """A smoke test, not a timed one: bench.py --quick runs and reports every figure, each a positive number."""
     out = tmp_path / "bench.json"

@@ -8,7 +8,7 @@ import pytest
 import tinygrad_lite as tl
 from diffusion.autoregressive import ARTransformer, name_nll
 from diffusion.data import LETTERS, MASK, NUM_CLASSES, PAD, encode
-from diffusion.evaluate import curves_table, likelihood_figures, ordered_nll, ratio_figure
+from diffusion.evaluate import curves_table, likelihood_figures, likelihood_table, ordered_nll, ratio_figure
 from diffusion.metrics import bigram_kl, generative_nll, length_tv, sample_report
 from diffusion.models import TransformerDenoiser
 
@@ -170,3 +170,13 @@ def test_bigram_kl_exact_values():
 def test_curves_table_lines_up_steps():
     table = curves_table({"a": [(10, 2.0), (20, 1.5)], "b": [(20, 3.0)]})
     assert table.splitlines()[2:] == ["| 10 | 2.0000 |  |", "| 20 | 1.5000 | 3.0000 |"]
+
+
+def test_likelihood_table_gives_each_figure_relative_to_the_ar():
+    both = likelihood_table({"AR": {"nll": dict(nll=2.0, se=0.01)},
+                             "diffusion": {"nelbo": dict(nll=2.2, se=0.02), "confident": dict(nll=2.1, se=0.03)}})
+    assert "| AR | NLL (exact) | 2.0000 | 0.0100 | +0.0% |" in both
+    assert "| diffusion | NELBO | 2.2000 | 0.0200 | +10.0% |" in both
+    assert "| diffusion | NLL bound, most-confident-first order | 2.1000 | 0.0300 | +5.0% |" in both
+    alone = likelihood_table({"diffusion": {"nelbo": dict(nll=2.2, se=0.02)}})
+    assert "vs AR" not in alone and alone.endswith("| diffusion | NELBO | 2.2000 | 0.0200 |")
