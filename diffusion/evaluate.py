@@ -231,9 +231,12 @@ def samples_table(models, first="model"):
                            "bigram KL", "gen NLL (AR)"], rows)
 
 
-def curves_table(curves):
-    """curves: {label: [(step, validation nats/char)]} -> one row per step, one column per model."""
+def curves_table(curves, steps_per_epoch=None):
+    """curves: {label: [(step, validation nats/char)]} -> one row per step, one column per model; with
+    steps_per_epoch (training names / batch size), an epochs column too."""
     steps = sorted({s for curve in curves.values() for s, _ in curve})
     lookup = {label: dict(curve) for label, curve in curves.items()}
-    rows = [[s] + [f"{lookup[label][s]:.4f}" if s in lookup[label] else "" for label in curves] for s in steps]
-    return markdown_table(["step"] + list(curves), rows)
+    epochs = [[f"{s / steps_per_epoch:.1f}"] if steps_per_epoch else [] for s in steps]
+    rows = [[s] + e + [f"{lookup[label][s]:.4f}" if s in lookup[label] else "" for label in curves]
+            for s, e in zip(steps, epochs)]
+    return markdown_table(["step"] + (["epochs"] if steps_per_epoch else []) + list(curves), rows)

@@ -114,7 +114,9 @@ def main():
     curves = {f"{k} validation {'NLL' if k == 'AR' else 'NELBO'}": v["validation"] for k, v in info.items()}
     if any(curves.values()):
         print("\n## Learning curves (validation, nats/char)\n")
-        print(curves_table(curves))
+        batches = {(v["train"] or {}).get("batch_size") for v in info.values()}   # epochs only if both share it
+        batch = batches.pop() if len(batches) == 1 else None
+        print(curves_table(curves, len(data.train) / batch if batch else None))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(settings={k: v for k, v in vars(args).items()}, models={k: m.config for k, m in

@@ -170,6 +170,8 @@ def test_bigram_kl_exact_values():
 def test_curves_table_lines_up_steps():
     table = curves_table({"a": [(10, 2.0), (20, 1.5)], "b": [(20, 3.0)]})
     assert table.splitlines()[2:] == ["| 10 | 2.0000 |  |", "| 20 | 1.5000 | 3.0000 |"]
+    table = curves_table({"a": [(10, 2.0), (20, 1.5)]}, steps_per_epoch=8)
+    assert table.splitlines()[0] == "| step | epochs | a |" and table.splitlines()[3] == "| 20 | 2.5 | 1.5000 |"
 
 
 def test_likelihood_table_gives_each_figure_relative_to_the_ar():
