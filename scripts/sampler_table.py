@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion.cli import fail, load_checkpoint, positive_float, positive_int  # noqa: E402
 from diffusion.data import NamesData, NamesFileError, decode, DEFAULT_NAMES  # noqa: E402
+from diffusion.evaluate import ordered_nll  # noqa: E402
+from diffusion.likelihood import chars_per_name  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402
 
@@ -51,6 +53,20 @@ def int_list(text):
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps >= 1")
     return values
+
+
+def own_distribution(model, data, args):
+    """The default sampler at S = L and T = 1 reveals one token a step: it draws exactly the model that the
+    length-first ordered likelihood scores (tests/test_sampler.py checks it). Its samples' NLL under that
+    model estimates the model's entropy H(q), a floor for their NLL under any other model, the AR judge
+    included (cross-entropy >= entropy). Printed beside the test names' NLL under the same model."""
+    if args.temperature != 1.0:
+        return None
+    names = sample(model, args.num, steps=model.L, seed=args.seed).tokens
+    own, test = (ordered_nll(model, x, "length_first").sum() / chars_per_name(x).sum() for x in (names, data.test))
+    print(f"\nmax_prob at S = {model.L}: its samples' NLL under its own distribution (an estimate of that "
+          f"distribution's entropy) {own:.3f} nats/char; the test names' {test:.3f}")
+    return dict(samples=float(own), test=float(test))
 
 
 def main():
@@ -117,10 +133,11 @@ def main():
                              **sample_report(names, data.train_names, test_names, ar)))
             show(rows[-1])
     print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
+    entropy = own_distribution(model, data, args) if "max_prob" in variants and model.L in args.steps else None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, num=args.num,
-                           temperature=args.temperature, seed=args.seed, rows=rows), f, indent=1)
+                           temperature=args.temperature, seed=args.seed, rows=rows, entropy=entropy), f, indent=1)
         print(f"wrote {args.json}")
 
 
