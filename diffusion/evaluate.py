@@ -207,11 +207,11 @@ def markdown_table(header, rows):
 
 
 def likelihood_table(models):
-    """models: {name: likelihood_figures dict} -> one row per figure; with an AR model's exact NLL among them,
-    a column gives each figure relative to it (+7.0% = 7% more nats/char than the AR)."""
+    """models: {name: likelihood_figures dict} -> one row per figure; when exactly one model is AR, a column
+    gives every other figure relative to its exact NLL (+7.0% = 7% more nats/char than the AR)."""
     exact = [f["nll"] for figures in models.values() for k, f in figures.items() if k == "nll"]
     rows = [[name, LIKELIHOOD_LABELS[k].replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
-            + ([f"{100 * (f['nll'] / exact[0] - 1):+.1f}%"] if len(exact) == 1 else [])
+            + ([f"{100 * (f['nll'] / exact[0] - 1):+.1f}%" if k != "nll" else ""] if len(exact) == 1 else [])
             for name, figures in models.items() for k, f in figures.items()]
     return markdown_table(["model", "test likelihood", "nats/char", "± se"] + (["vs AR"] if len(exact) == 1 else []),
                           rows)

@@ -76,15 +76,18 @@ def training_table(models, info):
     rows = []
     for kind, m in models.items():
         cfg = info[kind]["train"] or {}                          # None: a checkpoint that did not save it
-        seconds = info[kind]["train_seconds"]
-        best = info[kind].get("best_step")
-        rows.append([kind, f"{m.num_parameters():,}", f"{cfg.get('steps', '?')} x {cfg.get('batch_size', '?')}",
-                     cfg.get("lr", "?"), cfg.get("weight_decay", "?"), m.config.get("dropout", "?"),
-                     cfg.get("objective", "?") if kind == "diffusion" else "next token",
-                     best if best is not None else info[kind]["steps"],
+        seconds, best, ran = info[kind]["train_seconds"], info[kind].get("best_step"), info[kind]["steps"]
+        planned = cfg.get("steps", ran)
+        every, patience = cfg.get("eval_every", 0), cfg.get("patience", 0)
+        validation = (f"every {every} steps, best kept" + (f", patience {patience}" if patience else "")
+                      if every else "-")
+        rows.append([kind, f"{m.num_parameters():,}", f"{ran}{'' if ran == planned else f' (of {planned})'} x "
+                     f"{cfg.get('batch_size', '?')}", cfg.get("lr", "?"), cfg.get("weight_decay", "?"),
+                     m.config.get("dropout", "?"), cfg.get("objective", "?") if kind == "diffusion" else "next token",
+                     validation, best if best is not None else ran,
                      f"{seconds:.0f} s" if seconds is not None else f"loaded {info[kind]['checkpoint']}"])
     return markdown_table(["model", "parameters", "steps x batch", "lr", "weight decay", "dropout", "objective",
-                           "weights kept (step)", "train time"], rows)
+                           "validation", "weights kept (step)", "train time"], rows)
 
 
 def main():

@@ -55,15 +55,12 @@ def int_list(text):
     return values
 
 
-def own_distribution(model, data, args):
+def own_distribution(model, data, tokens):
     """The default sampler at S = L and T = 1 reveals one token a step: it draws exactly the model that the
     length-first ordered likelihood scores (tests/test_sampler.py checks it). Its samples' NLL under that
-    model estimates the model's entropy H(q), a floor for their NLL under any other model, the AR judge
-    included (cross-entropy >= entropy). Printed beside the test names' NLL under the same model."""
-    if args.temperature != 1.0:
-        return None
-    names = sample(model, args.num, steps=model.L, seed=args.seed).tokens
-    own, test = (ordered_nll(model, x, "length_first").sum() / chars_per_name(x).sum() for x in (names, data.test))
+    model (tokens: those samples) estimates the model's entropy H(q), a floor for their expected NLL under any
+    other model, the AR judge included (cross-entropy >= entropy). Returned beside the test names' NLL under q."""
+    own, test = (ordered_nll(model, x, "length_first").sum() / chars_per_name(x).sum() for x in (tokens, data.test))
     print(f"\nmax_prob at S = {model.L}: its samples' NLL under its own distribution (an estimate of that "
           f"distribution's entropy) {own:.3f} nats/char; the test names' {test:.3f}")
     return dict(samples=float(own), test=float(test))
@@ -119,12 +116,15 @@ def main():
         rows.append(dict(variant="test names", steps=None, calls=0.0, seconds=0.0, examples=test_names[:10],
                          **sample_report(test_names, data.train_names, test_names, ar)))
         show(rows[-1])
+    default_tokens = None
     for variant in variants:
         options, _ = VARIANTS[variant]
         for steps in args.steps:
             t0 = time.perf_counter()
             out = sample(model, args.num, steps=steps, temperature=args.temperature, seed=args.seed, **options)
             seconds = time.perf_counter() - t0
+            if variant == "max_prob" and steps == model.L and args.temperature == 1.0:
+                default_tokens = out.tokens                  # the default sampler drawing one token a step
             names = [decode(r) for r in out.tokens]
             rows.append(dict(variant=variant, about=VARIANTS[variant][1], steps=steps, options=options,
                              calls=float(out.row_calls.mean()),
@@ -133,11 +133,12 @@ def main():
                              **sample_report(names, data.train_names, test_names, ar)))
             show(rows[-1])
     print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
-    entropy = own_distribution(model, data, args) if "max_prob" in variants and model.L in args.steps else None
+    own = own_distribution(model, data, default_tokens) if default_tokens is not None else None
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, num=args.num,
-                           temperature=args.temperature, seed=args.seed, rows=rows, entropy=entropy), f, indent=1)
+            json.dump(dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L, num=args.num,
+                           temperature=args.temperature, seed=args.seed, rows=rows, own_distribution=own), f,
+                      indent=1)
         print(f"wrote {args.json}")
 
 

@@ -15,12 +15,14 @@ import platform
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
-OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"), ("nelbo_linear", "nelbo, linear schedule"),
+OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"),
+              ("nelbo_linear", "nelbo, linear schedule"),
               ("simple", "simple"), ("time_input", "nelbo, cosine, with time input")]
 
 
@@ -72,7 +74,8 @@ def objectives_table(runs):
             "|---|---:|---:|---|"]
     for label, r in runs:
         curve = ", ".join(f"{v:.3f}" for step, v in r["history"] if step % 1000 == 0)
-        rows.append(f"| {label} | **{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {r['train_seconds']:.0f} s | {curve} |")
+        rows.append(f"| {label} | **{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | "
+                    f"{r['train_seconds']:.0f} s | {curve} |")
     return "\n".join(rows)
 
 
@@ -91,50 +94,57 @@ def compare_section(ar, diffusion, json_path, training=False):
 def contrast_table(path):
     """The classic words-only contrast of AR and diffusion, each row with its measured figures from compare.py's
     JSON (default budget): calls, speed, likelihood, diversity, length and the few-steps weak spot."""
+    sys.path.insert(0, ROOT)
+    from diffusion.evaluate import markdown_table
     with open(path) as f:
         c = json.load(f)
-    ar, dif = (next(q for q in c["samples"][k] if q["temperature"] == 1.0) for k in ("AR", "diffusion"))
+    num, temp = c["settings"]["num_samples"], c["settings"]["sweep_temperature"]
+    ar, dif = (next(q for q in c["samples"][k] if q["temperature"] == temp) for k in ("AR", "diffusion"))
     by_s = {q["steps"]: q for q in c["sampling_steps"]["diffusion"]}
-    s_min, s_max = min(by_s), max(by_s)
+    lo, hi = by_s[min(by_s)], by_s[max(by_s)]
+
+    def at_s(key, fmt):                            # "<figure> at S = 16, <figure> at S = 1"
+        return f"{hi[key]:{fmt}} at S = {hi['steps']}, {lo[key]:{fmt}} at S = {lo['steps']}"
     lik = {k: v["likelihood"] for k, v in c["info"].items()}
-    best = min((f["nll"], k) for k, f in lik["diffusion"].items() if k != "nelbo")
-    gap = 100 * (best[0] / lik["AR"]["nll"]["nll"] - 1)
+    exact, nelbo = lik["AR"]["nll"]["nll"], lik["diffusion"]["nelbo"]["nll"]
+    best = min(f["nll"] for k, f in lik["diffusion"].items() if k != "nelbo")
     rows = [
-        ("generation order", "fixed: left to right, one token per step", "any order: the most confident blanks first"),
-        ("network calls for 1,000 names (T=1)", f"one per token: {ar['network_calls']}",
-         f"S steps, chosen at sampling time: {by_s[s_max]['network_calls']} at S = {s_max}, "
-         f"{by_s[s_min]['network_calls']} at S = {s_min}"),
-        ("names per second (T=1)", f"{ar['samples_per_second']:,.0f}",
-         f"{by_s[s_max]['samples_per_second']:,.0f} at S = {s_max}, {by_s[s_min]['samples_per_second']:,.0f} at S = {s_min}"),
-        ("what the network sees", "only the tokens to the left (causal mask)", "the whole row, blanks included (bidirectional)"),
-        ("training signal per name", "every position, every step", "only the masked positions, a random fraction of the row"),
-        ("test likelihood (nats/char)", f"exact: {lik['AR']['nll']['nll']:.3f}",
-         f"an upper bound: NELBO {lik['diffusion']['nelbo']['nll']:.3f}; tightest decoding-order bound "
-         f"{best[0]:.3f} ({gap:+.1f}% vs the AR)"),
-        ("samples at T=1: novel, unique", f"{100 * ar['novel']:.1f}%, {100 * ar['unique']:.1f}%",
-         f"{100 * dif['novel']:.1f}%, {100 * dif['unique']:.1f}%"),
-        ("length", f"stops when it writes the end token (length TV {ar['length_tv']:.3f})",
-         f"a fixed canvas of L; the length is drawn first, from the model (length TV {dif['length_tv']:.3f})"),
-        ("filling a gap (`ma_ia`)", "needs retraining or tricks", "native: mask the gap and run the sampler"),
-        ("typical weak spot", "cannot revise an early mistake",
-         f"tokens revealed in the same step are drawn independently: generative NLL {by_s[s_max]['generative_nll']:.2f} "
-         f"at S = {s_max}, {by_s[s_min]['generative_nll']:.2f} at S = {s_min}"),
+        ["generation order", "fixed: left to right, one token per step", "any order: the most confident blanks first"],
+        [f"network calls for {num:,} names (T={temp:g}, batched)", f"one per token: {ar['network_calls']}",
+         f"S steps, chosen at sampling time: {at_s('network_calls', 'd')}"],
+        [f"names per second (T={temp:g})", f"{ar['samples_per_second']:,.0f}", at_s("samples_per_second", ",.0f")],
+        ["what the network sees", "only the tokens to the left (causal mask)",
+         "the whole row, blanks included (bidirectional)"],
+        ["training signal per name", "every position, every step",
+         "only the masked positions, a random fraction of the row"],
+        ["test likelihood (nats/char)", f"exact: {exact:.3f}", f"an upper bound: NELBO {nelbo:.3f}; tightest "
+         f"decoding-order bound {best:.3f} ({100 * (best / exact - 1):+.1f}% vs the AR)"],
+        [f"samples at T={temp:g}: novel, unique", f"{100 * ar['novel']:.1f}%, {100 * ar['unique']:.1f}%",
+         f"{100 * dif['novel']:.1f}%, {100 * dif['unique']:.1f}%"],
+        ["length", f"stops when it writes the end token (length TV {ar['length_tv']:.3f})",
+         f"a fixed canvas of L; the length is drawn first, from the model (length TV {dif['length_tv']:.3f})"],
+        ["filling a gap (`ma_ia`)", "needs retraining or tricks", "native: mask the gap and run the sampler"],
+        ["typical weak spot", "cannot revise an early mistake", "tokens revealed in the same step are drawn "
+         f"independently: generative NLL {at_s('generative_nll', '.2f')}"],
     ]
-    return "\n".join(["| | autoregressive (makemore, nanoGPT) | masked diffusion (this project) |", "|---|---|---|"]
-                     + [f"| {a} | {b} | {d} |" for a, b, d in rows])
+    return markdown_table(["", "autoregressive (makemore, nanoGPT)", "masked diffusion (this project)"], rows)
 
 
 def sampler_section():
     """scripts/sampler_table.py on the default model, with the AR model as judge: each variant's generative NLL
-    at S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's own samples and the test names."""
+    at S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's own samples and the test names; then the
+    default sampler's own-distribution figure, the floor under its generative NLL."""
     print("running scripts/sampler_table.py ...", flush=True)
     path = os.path.join(ROOT, "runs", "sampler_table.json")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sampler_table.py"), "--checkpoint",
-                    os.path.join(ROOT, "runs", "train.npz"), "--ar-checkpoint", os.path.join(ROOT, "runs", "train_ar.npz"),
-                    "--json", path], check=True, capture_output=True)
+                    os.path.join(ROOT, "runs", "train.npz"), "--ar-checkpoint",
+                    os.path.join(ROOT, "runs", "train_ar.npz"), "--json", path], check=True, capture_output=True)
     with open(path) as f:
         table = json.load(f)
-    rows, entropy = table["rows"], table["entropy"]
+    rows, own = table["rows"], table["own_distribution"]
+    if own is None:
+        raise SystemExit("update_readme: sampler_table.py gave no own-distribution figure (it needs the max_prob "
+                         "variant at S = L and temperature 1)")
     out = ["| sampler | generative NLL at S = 2, 4, 8, 16 | novel | unique | length TV | calls a name | what it is |",
            "|---|---|---:|---:|---:|---:|---|"]
     for ref in rows[:2]:
@@ -145,11 +155,12 @@ def sampler_section():
         last, nll, what = cells[-1], ", ".join(f"{r['generative_nll']:.3f}" for r in cells), cells[-1]["about"]
         out.append(f"| `{name}` | {nll} | {100 * last['novel']:.1f}% | "
                    f"{100 * last['unique']:.1f}% | {last['length_tv']:.3f} | {last['calls']:.1f} | {what} |")
-    ar_own = rows[0]["generative_nll"]
-    out.append(f"\nThe default sampler's own distribution q (`max_prob` at S = 16): its samples score "
-               f"**{entropy['samples']:.3f}** nats/char under q, an estimate of q's entropy, and the test names "
-               f"{entropy['test']:.3f}. Any model's expected NLL of q's samples is at least q's entropy (Gibbs' inequality), so "
-               f"their generative NLL cannot fall below about {entropy['samples']:.2f}; the AR's own samples score {ar_own:.3f}.")
+    out.append("\n" + textwrap.fill(
+        f"The default sampler's own distribution q (`max_prob` at S = L = {table['L']}): its samples score "
+        f"**{own['samples']:.3f}** nats/char under q, an estimate of q's entropy, and the test names "
+        f"{own['test']:.3f}. Any model's expected NLL of samples drawn from q is at least q's entropy (Gibbs' "
+        f"inequality), so the default sampler's generative NLL cannot fall below about {own['samples']:.2f}; "
+        f"the AR's own samples score {rows[0]['generative_nll']:.3f}.", width=110))
     return "\n".join(out)
 
 
@@ -169,7 +180,7 @@ def pictures_section():
 
 
 def refresh_long_samples(path):
-    """The long run took half an hour; its samples are drawn again from its checkpoint with the current sampler,
+    """The long run is not retrained here; its samples are drawn again from its checkpoint with the current sampler,
     so a sampler change reaches this table without retraining. Rewrites the JSON's sweep."""
     sys.path.insert(0, ROOT)
     from diffusion import checkpoint
@@ -192,8 +203,9 @@ def long_table(r):
             f"|---:|---|---:|---:|---:|---:|---:|\n"
             f"| {r['train']['steps']} x {r['train']['batch_size']} | {r['train']['objective']} | "
             f"{r['train_seconds'] / 60:.0f} min | "
-            f"**{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {100 * t1['novel']:.1f}% | {100 * t1['unique']:.1f}% | "
-            f"{t1['length_tv']:.3f} |\n\nTraining NELBO along the way: {curve}. Names at T=1.0: {' '.join(t1['examples'][:12])}")
+            f"**{r['test']['nelbo']:.3f}** ± {r['test']['se']:.3f} | {100 * t1['novel']:.1f}% | "
+            f"{100 * t1['unique']:.1f}% | {t1['length_tv']:.3f} |\n\nTraining NELBO along the way: {curve}. "
+            f"Names at T=1.0: {' '.join(t1['examples'][:12])}")
 
 
 def results_table(runs):
@@ -262,10 +274,13 @@ def main():
         text = replace_section(text, "contrast", contrast_table(os.path.join(ROOT, "runs", "compare.json")))
         text = replace_section(text, "pictures", pictures_section())
         text = replace_section(text, "sampler", sampler_section())
-        if all(os.path.exists(os.path.join(ROOT, "runs", "long", f)) for f in ("ar.npz", "diffusion.npz")):
-            # the 20,000-step runs (see the README for their commands): formatted, not retrained
+        # the 20,000-step runs (the README gives their commands): formatted, never retrained here
+        have = {f: os.path.exists(os.path.join(ROOT, "runs", "long", f)) for f in ("ar.npz", "diffusion.npz",
+                                                                                  "diffusion.json")}
+        if have["diffusion.npz"] and have["diffusion.json"]:
             text = replace_section(text, "long", long_table(refresh_long_samples(
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
+        if have["ar.npz"] and have["diffusion.npz"]:
             text = replace_section(text, "compare_long", compare_section(
                 "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json", training=True))
     if args.bench:

@@ -202,30 +202,39 @@ def test_no_grad_decorator_records_nothing():
 
 
 def test_grad_mode_is_per_thread():
-    """As in PyTorch: a no_grad in one thread does not switch off recording in another, and two threads
-    entering and leaving the same no_grad instance each restore their own mode."""
+    """As in PyTorch: a no_grad in one thread does not switch off recording in another, and two threads inside
+    the same no_grad instance at once each restore their own mode: thread B enters it from grad-off (inside an
+    outer no_grad), thread A from grad-on, and A leaves first."""
     import threading
-    guard, inside, results = no_grad(), threading.Barrier(2), {}
+    guard, results = no_grad(), {}
+    a_in, b_in, a_out = (threading.Event() for _ in range(3))
     x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
 
-    def worker(name, use_no_grad):
-        if use_no_grad:
-            with guard:
-                inside.wait()                 # both threads are now running: one in no_grad, one not
-                results[name] = ((x * x).requires_grad, is_grad_enabled())
-                inside.wait()
-        else:
-            inside.wait()
-            results[name] = ((x * x).requires_grad, is_grad_enabled())
-            inside.wait()
-        results[name + " after"] = is_grad_enabled()
+    def thread_a():
+        with guard:
+            a_in.set()
+            b_in.wait(10)
+            results["A inside"] = (x * x).requires_grad
+        a_out.set()
+        results["A after"] = is_grad_enabled()
 
-    threads = [threading.Thread(target=worker, args=("off", True)), threading.Thread(target=worker, args=("on", False))]
+    def thread_b():
+        a_in.wait(10)
+        results["B before"] = (x * x).requires_grad           # A's no_grad does not reach this thread
+        with no_grad():
+            with guard:
+                b_in.set()
+                a_out.wait(10)
+            results["B after guard"] = is_grad_enabled()       # back to the outer no_grad's mode: off
+        results["B after all"] = is_grad_enabled()
+
+    threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert results == {"off": (False, False), "on": (True, True), "off after": True, "on after": True}
+        t.join(20)
+    assert results == {"A inside": False, "A after": True, "B before": True, "B after guard": False,
+                       "B after all": True}
     assert is_grad_enabled()
 
 

@@ -28,10 +28,12 @@ def test_file_table_matches_the_code():
         "README file table is stale: run python scripts/update_readme.py --files"
 
 
-@pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "objectives", "long", "bench", "sampler"])
+@pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "objectives", "long",
+                                  "bench", "sampler"])
 def test_generated_sections_are_filled(name):
     body = section(name)
-    assert body.startswith(("|", "**")) and body.count("\n") >= 2, f"run python scripts/update_readme.py ({name} is empty)"
+    assert body.startswith(("|", "**")) and body.count("\n") >= 2, \
+        f"run python scripts/update_readme.py ({name} is empty)"
 
 
 def test_pictures_are_generated():

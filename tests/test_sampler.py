@@ -1,4 +1,5 @@
 """Property tests for the sampler's templates, edits and variants, on a tiny random TransformerDenoiser."""
+import itertools
 import os
 import re
 import subprocess
@@ -301,18 +302,27 @@ def test_length_probs_keeps_every_length_possible():
 def test_default_sampler_draws_the_length_first_likelihoods_distribution():
     """With S = L and T = 1 the default sampler (length first, then the most probable letter) reveals one token a
     step, so it is an autoregressive model over a data-dependent order, and evaluate's length-first ordered
-    likelihood scores exactly that model. Drawn name frequencies must match exp(-ordered_nll) on a tiny, peaked
-    denoiser; left-to-right order, a different model of the same denoiser, is the control that must not match."""
+    likelihood scores exactly that model. On a tiny denoiser, peaked and biased toward PAD, the likelihood of
+    every valid name (L = 3: 18,278) must sum to 1 and the 30 likeliest names must be drawn at their
+    probabilities. Two controls must not match: the same samples against left-to-right order, and the plain
+    sampler without the length step (whose PAD-first bias this denoiser has) against the length-first model."""
     tl.manual_seed(3)
     model = TransformerDenoiser(L=3, dim=16, layers=1, heads=2)
     model.head.weight.data *= 6                        # peaked: a few names carry most of the mass
     model.head.bias.data *= 6
+    model.head.bias.data[PAD] += 4                     # and PAD-heavy, where the plain sampler goes wrong
+    names = np.array([list(letters) + [PAD] * (3 - n) for n in (1, 2, 3)
+                      for letters in itertools.product(range(len(LETTERS)), repeat=n)])
+    index = {row.tobytes(): i for i, row in enumerate(names)}
     n = 20000
-    rows, counts = np.unique(sample(model, n, steps=3, seed=1).tokens, axis=0, return_counts=True)
 
-    def worst_z(order):                                # the 30 likeliest names: frequency vs probability
-        q = np.exp(-ordered_nll(model, rows, order))
+    def worst_z(drawn, q):                             # the 30 likeliest names: frequency vs probability
+        counts = np.bincount([index.get(row.tobytes(), len(names)) for row in drawn], minlength=len(names) + 1)
         top = np.argsort(-q)[:30]
         return np.max(np.abs(counts[top] / n - q[top]) / np.sqrt(q[top] * (1 - q[top]) / n))
-    assert worst_z("length_first") < 4.5
-    assert worst_z("left_to_right") > 10
+    q = np.exp(-ordered_nll(model, names, "length_first"))
+    assert abs(q.sum() - 1) < 1e-4                     # every valid name is enumerated: a distribution
+    default = sample(model, n, steps=3, seed=1).tokens
+    assert worst_z(default, q) < 4.5
+    assert worst_z(default, np.exp(-ordered_nll(model, names, "left_to_right"))) > 10
+    assert worst_z(sample(model, n, steps=3, seed=1, length="joint").tokens, q) > 10

@@ -34,7 +34,9 @@ class no_grad(contextlib.ContextDecorator):
 
 
 def _saved():
-    return _mode.__dict__.setdefault("saved", [])   # this thread's stack of modes to restore
+    if not hasattr(_mode, "saved"):
+        _mode.saved = []                            # this thread's stack of modes to restore
+    return _mode.saved
 
 
 def is_grad_enabled():
