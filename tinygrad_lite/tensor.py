@@ -358,10 +358,12 @@ class Tensor:
 
     def permute(self, *dims):
         dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
-            raise ValueError(f"permute: {dims} is not a permutation of the {self.ndim} axes of {self.shape}")
-        inverse = tuple(np.argsort([d % self.ndim for d in dims]))
-        return Tensor._make(self.data.transpose(dims), (self,), "permute", lambda g: (g.transpose(inverse),))
+        n = self.data.ndim
+        axes = [d % max(n, 1) for d in dims]                 # negative axes count from the end
+        if sorted(axes) != list(range(n)):
+            raise ValueError(f"permute: {dims} is not a permutation of the {n} axes of {self.shape}")
+        inverse = sorted(range(n), key=axes.__getitem__)     # output axis i came from axes[i]: undo it
+        return Tensor._make(self.data.transpose(axes), (self,), "permute", lambda g: (g.transpose(inverse),))
 
     def __getitem__(self, index):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index) if isinstance(index, tuple) else \
