@@ -52,7 +52,8 @@ def load_names(path=DEFAULT_NAMES):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            raise NamesFileError(f"{path}:{lineno}: non-ASCII bytes in {line[:40]!r}; names must be letters a-z") from None
+            raise NamesFileError(f"{path}:{lineno}: non-ASCII bytes in {line[:40]!r}; "
+                                 "names must be letters a-z") from None
         name = text.strip()
         if not name:
             report.blank_lines += 1

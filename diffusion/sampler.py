@@ -49,8 +49,9 @@ the number of network calls adapts to the names (`Samples.row_calls`). Terminate
 `remask` eta (ReMDM, Wang et al. 2025, the "max-capped" schedule): at each step, every already revealed free
 token of a row (but its last letter, which holds the length) goes back to MASK with probability
 sigma_s = min(eta, (1 - alpha(t_next)) / alpha(t)), capped so the row's count of masks still follows the
-schedule (at most the positions the schedule leaves masked after the step); the network then re-predicts it later, so the sampler can fix early mistakes. sigma is 0 at the
-last step, so every row still ends without MASK. Off by default; not combined with `threshold`.
+schedule (at most the positions the schedule leaves masked after the step); the network then re-predicts it
+later, so the sampler can fix early mistakes. sigma is 0 at the last step, so every row still ends without
+MASK. Off by default; not combined with `threshold`.
 
 `temperature` divides the token logits (0 = greedy argmax); `top_k` keeps the k most likely tokens and `top_p`
 the smallest set of most likely tokens whose mass reaches p (nucleus sampling, Holtzman et al. 2020), both

@@ -300,13 +300,15 @@ def main():
     row("sample 1,000 names, S = 16", ms, "ms", f"{which}; {out.row_calls.mean():.1f} calls, "
         f"{out.network_rows / len(out.tokens):.1f} rows through the network a name")
     floor = sampling_floor_ms(model, out.network_rows)
-    row("sampling: matmul floor", floor, "ms", f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
+    row("sampling: matmul floor", floor, "ms",
+        f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)
     row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")
     row("peak RSS, scripts/train.py", peak_rss_mb(50 if args.quick else 300), "MB",
         "default config (memory is flat after the first steps)")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"NumPy {np.__version__}")
     width = max(len(r[0]) for r in rows)
     print(f"machine: {machine}")
     print(f"| {'measure'.ljust(width)} | value | unit | note |\n|{'-' * (width + 2)}|---:|---|---|")

@@ -41,7 +41,8 @@ def test_python_blocks_run_in_order(rel, capsys):
             exec(code, namespace)
         except Exception as e:
             raise AssertionError(f"{rel}: the ```python block at line {line} failed: {type(e).__name__}: {e}") from e
-        assert capsys.readouterr().out.strip(), f"{rel}: the block at line {line} prints nothing (snippets should show something)"
+        assert capsys.readouterr().out.strip(), \
+            f"{rel}: the block at line {line} prints nothing (snippets should show something)"
 
 
 LINK = re.compile(r"\[([^\]]+)\]\(([^)#\s]+)(?:#[^)]*)?\)")
@@ -58,7 +59,8 @@ def test_relative_links_resolve(rel):
     for text, target in links(rel):
         if re.match(r"[a-z]+:", target):
             continue                                                 # http(s):, mailto: ...
-        assert os.path.exists(os.path.normpath(os.path.join(base, target))), f"{rel}: [{text}]({target}) is a broken link"
+        assert os.path.exists(os.path.normpath(os.path.join(base, target))), \
+            f"{rel}: [{text}]({target}) is a broken link"
 
 
 @pytest.mark.parametrize("rel", DOCS)

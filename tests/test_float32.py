@@ -17,7 +17,8 @@ def test_a_training_step_stays_float32():
         loss, _ = diffusion_loss(model, x, CosineSchedule(), np.random.default_rng(0), objective)
         graph = loss._topological_order()                      # every activation of the step
         assert len(graph) > 10
-        assert {t.dtype for t in graph} == {np.dtype(np.float32)}, {t._op: t.dtype for t in graph if t.dtype != np.float32}
+        assert {t.dtype for t in graph} == {np.dtype(np.float32)}, \
+            {t._op: t.dtype for t in graph if t.dtype != np.float32}
         loss.backward()
         opt.step()
         assert all(p.grad.dtype == np.float32 and p.data.dtype == np.float32 for p in model.parameters())

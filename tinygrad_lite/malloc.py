@@ -17,6 +17,7 @@ def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
     """Returns True if glibc accepted both settings."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+        return (bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+                and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold)))
     except (OSError, AttributeError):
         return False

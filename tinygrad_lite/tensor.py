@@ -140,7 +140,8 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item: only a one-element tensor can be converted to a Python number, got shape {self.shape}")
+            raise ValueError(f"item: only a one-element tensor can be converted to a Python number, "
+                             f"got shape {self.shape}")
         return self.data.item()
 
     def detach(self):
