@@ -7,7 +7,9 @@
 Each cell draws --num names (same seed for every variant) at temperature --temperature with S steps.
 Generative NLL (nats/char under the AR model, diffusion.metrics.generative_nll) needs --ar-checkpoint; the
 table then also shows the AR model's own samples and the test names as references. 'calls' is the mean number
-of denoiser calls per name (the length draw included; with a threshold it adapts to the name).
+of denoiser calls per name (the length draw included; with a threshold it adapts to the name). With max_prob at
+S = L and temperature 1 it also prints those samples' NLL under the sampler's own exact distribution: an estimate
+of that distribution's entropy, below which no judge's expected NLL of the samples can fall.
 """
 import argparse
 import json
