@@ -79,16 +79,17 @@ def objectives_table(runs):
     return "\n".join(rows)
 
 
-def compare_section(ar, diffusion, json_path, training=False):
-    """scripts/compare.py on two checkpoints, its tables as printed (from the likelihood table on, or from the
-    training table on when `training`)."""
+def compare_section(ar, diffusion, json_path, tables=("Test likelihood", "Samples", "Diffusion quality",
+                                                      "Learning curves")):
+    """scripts/compare.py on two checkpoints: the tables it prints whose titles start as in `tables`."""
     print(f"running scripts/compare.py on {ar} and {diffusion} ...", flush=True)
     out = subprocess.run([sys.executable, os.path.join("scripts", "compare.py"), "--ar-checkpoint", ar,
                           "--diffusion-checkpoint", diffusion, "--json", json_path],
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout     # paths print relative
-    body = out[out.index("## Training" if training else "## Test likelihood"):]
-    return "\n".join(f"**{line[3:]}**" if line.startswith("## ") else line for line in body.splitlines()
-                     if not line.startswith(("==", "wrote ")))
+    chunks = [c for c in out.split("\n## ")[1:] if c.startswith(tables)]              # [title\n\ntable ...]
+    return "\n\n".join(f"**{c.split(chr(10), 1)[0]}**\n\n" + "\n".join(
+        line for line in c.split("\n", 1)[1].strip("\n").splitlines() if not line.startswith(("==", "wrote ")))
+        for c in chunks)
 
 
 def contrast_table(path):
@@ -282,7 +283,12 @@ def main():
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
         if have["ar.npz"] and have["diffusion.npz"]:
             text = replace_section(text, "compare_long", compare_section(
-                "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json", training=True))
+                "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json",
+                ("Training", "Test likelihood", "Samples", "Diffusion quality", "Learning curves")))
+        if all(os.path.exists(os.path.join(ROOT, "runs", "long60k", f)) for f in ("ar.npz", "diffusion.npz")):
+            text = replace_section(text, "compare_long60k", compare_section(
+                "runs/long60k/ar.npz", "runs/long60k/diffusion.npz", "runs/long60k/compare.json",
+                ("Training", "Test likelihood", "Learning curves")))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         text = replace_section(text, "bench", bench_table())

@@ -28,8 +28,8 @@ def test_file_table_matches_the_code():
         "README file table is stale: run python scripts/update_readme.py --files"
 
 
-@pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "objectives", "long",
-                                  "bench", "sampler"])
+@pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "compare_long60k",
+                                  "objectives", "long", "bench", "sampler"])
 def test_generated_sections_are_filled(name):
     body = section(name)
     assert body.startswith(("|", "**")) and body.count("\n") >= 2, \
