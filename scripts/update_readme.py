@@ -86,10 +86,13 @@ def compare_section(ar, diffusion, json_path, tables=("Test likelihood", "Sample
     out = subprocess.run([sys.executable, os.path.join("scripts", "compare.py"), "--ar-checkpoint", ar,
                           "--diffusion-checkpoint", diffusion, "--json", json_path],
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout     # paths print relative
-    chunks = [c for c in out.split("\n## ")[1:] if c.startswith(tables)]              # [title\n\ntable ...]
-    return "\n\n".join(f"**{c.split(chr(10), 1)[0]}**\n\n" + "\n".join(
-        line for line in c.split("\n", 1)[1].strip("\n").splitlines() if not line.startswith(("==", "wrote ")))
-        for c in chunks)
+    sections = []
+    for chunk in out.split("\n## ")[1:]:                     # "<title>\n\n<table>\n..."
+        title, body = chunk.split("\n", 1)
+        if title.startswith(tables):
+            lines = [line for line in body.strip("\n").splitlines() if not line.startswith(("==", "wrote "))]
+            sections.append(f"**{title}**\n\n" + "\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def contrast_table(path):
