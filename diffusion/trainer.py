@@ -108,7 +108,8 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
 
         def loss_fn(model, x0, rng):
             return diffusion_loss(model, x0, schedule, rng, cfg.objective)
-    opt = optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = model.parameters()                    # walked once: the module tree does not change while training
+    opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
     model.train()
@@ -123,7 +124,7 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
             loss, figure = loss_fn(model, x0, rng)
             opt.zero_grad()
             loss.backward()
-            grad_norm = optim.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = optim.clip_grad_norm_(params, cfg.grad_clip)
             if not (np.isfinite(loss.item()) and np.isfinite(grad_norm)):
                 raise TrainingStopped(f"step {step}: the loss ({loss.item()}) or gradient norm ({grad_norm}) is "
                                       f"not finite; stopped without saving this step", step, False)

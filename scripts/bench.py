@@ -63,7 +63,8 @@ def interleaved_ms(fns, rounds, block=5):
 
 def training_step(model, x, objective):
     """A closure running one full training step, as scripts/train*.py do."""
-    opt = optim.AdamW(model.parameters(), lr=1e-3)
+    params = model.parameters()
+    opt = optim.AdamW(params, lr=1e-3)
     rng = np.random.default_rng(0)
     schedule = CosineSchedule()
 
@@ -71,7 +72,7 @@ def training_step(model, x, objective):
         loss, _ = diffusion_loss(model, x, schedule, rng, objective)
         opt.zero_grad()
         loss.backward()
-        optim.clip_grad_norm_(model.parameters(), 1.0)
+        optim.clip_grad_norm_(params, 1.0)
         opt.step()
     return step
 
@@ -206,7 +207,8 @@ def step_breakdown(model, x, objective, steps):
         out = make(data, parents, op, timed_backward)
         clock[0] = time.perf_counter()
         return out
-    opt, rng, schedule = optim.AdamW(model.parameters(), lr=1e-3), np.random.default_rng(0), CosineSchedule()
+    params = model.parameters()
+    opt, rng, schedule = optim.AdamW(params, lr=1e-3), np.random.default_rng(0), CosineSchedule()
     extra = {"optimizer (clip + AdamW)": 0.0, "backward() bookkeeping": 0.0}
     engine.Tensor._make = staticmethod(timed_make)
     try:
@@ -222,7 +224,7 @@ def step_breakdown(model, x, objective, steps):
             loss.backward()
             t1 = time.perf_counter()
             extra["backward() bookkeeping"] += (t1 - t0) - (sum(e[1] for e in table.values()) - in_closures)
-            optim.clip_grad_norm_(model.parameters(), 1.0)
+            optim.clip_grad_norm_(params, 1.0)
             opt.step()
             extra["optimizer (clip + AdamW)"] += time.perf_counter() - t1
     finally:

@@ -215,6 +215,30 @@ def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight
     assert [state[f"exp_avg.{i}"].shape for i in range(3)] == shapes
 
 
+def test_adam_moves_the_weights_into_one_array_and_still_updates_a_weight_replaced_later():
+    """Adam keeps all weights in one flat array (each p.data a view: same shape and values), so its update is
+    one call. If the user then replaces a p.data, the step must update the new array, as PyTorch would."""
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (4,), (2, 2, 2)]
+    ref = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    params = [nn.Parameter(p.data.copy()) for p in ref]
+    before = [p.data for p in params]
+    opts = optim.AdamW(ref, lr=0.1), optim.AdamW(params, lr=0.1)
+    for p, old in zip(params, before):
+        assert p.data.shape == old.shape and p.data is not old
+        np.testing.assert_array_equal(p.data, old)
+    for step in range(3):
+        if step == 1:
+            params[1].data = params[1].data.copy()            # no longer a view of the optimizer's array
+        for a, b in zip(ref, params):
+            a.grad = rng.standard_normal(a.shape).astype(np.float32)
+            b.grad = a.grad.copy()
+        for opt in opts:
+            opt.step()
+        for a, b in zip(ref, params):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_adam_and_adamw_differ_with_weight_decay():
     # the reference test above covers each rule; this makes sure the two rules are not the same rule
     a = _run_engine(lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1), steps=3)
