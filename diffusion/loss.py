@@ -21,10 +21,11 @@ from .process import mask_exactly, q_sample, sample_times
 OBJECTIVES = ("nelbo", "exact_k", "simple")
 
 
-def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
-    """One Monte-Carlo estimate on a batch x0 (B, L). Returns (loss Tensor to minimize, nelbo nats/char float).
+def corrupt(model, x0, schedule, rng, objective="nelbo"):
+    """The noising half of diffusion_loss: (xt, t, masked, row_weight) for a batch x0 (B, L).
 
-    The second value is the batch's NELBO estimate whatever the objective, so runs can be compared."""
+    xt (B, L) the corrupted rows, t (B,) their times (None for 'exact_k'), masked (B, L) bool the positions
+    that became MASK, row_weight (B,) each row's weight on its masked positions: w(t), or L / k for 'exact_k'."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
     B, L = x0.shape
@@ -32,12 +33,18 @@ def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
         if model.time_input:
             raise ValueError("objective 'exact_k' needs a denoiser without time input")
         k = 1 + np.floor(sample_times(B, rng) * L).astype(np.int64)          # stratified over 1..L
-        t, (xt, masked) = None, mask_exactly(x0, k, rng)
-        row_weight = L / k
-    else:
-        t = sample_times(B, rng)
-        xt, masked = q_sample(x0, t, schedule, rng)
-        row_weight = schedule.weight(t)
+        xt, masked = mask_exactly(x0, k, rng)
+        return xt, None, masked, L / k
+    t = sample_times(B, rng)
+    xt, masked = q_sample(x0, t, schedule, rng)
+    return xt, t, masked, schedule.weight(t)
+
+
+def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
+    """One Monte-Carlo estimate on a batch x0 (B, L). Returns (loss Tensor to minimize, nelbo nats/char float).
+
+    The second value is the batch's NELBO estimate whatever the objective, so runs can be compared."""
+    xt, t, masked, row_weight = corrupt(model, x0, schedule, rng, objective)
     logits = model(xt, t if model.time_input else None)                       # (B, L, 27)
     ce = F.cross_entropy(logits, np.where(masked, x0, -100), reduction="none")  # (B, L), 0 where unmasked
     weight = (row_weight[:, None] * masked).astype(ce.dtype)                   # the weight on masked positions

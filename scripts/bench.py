@@ -6,7 +6,8 @@
 
 Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
 Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
-in raw NumPy) and step / floor; the per-op engine overhead; sampling 1,000 names (with the default model,
+in raw NumPy) and step / floor; the same step written by hand in NumPy (scripts/numpy_step.py), which says what
+the engine itself costs; the per-op engine overhead; sampling 1,000 names (with the default model,
 runs/train.npz, when it exists) and the GEMMs of its network calls alone; the held-out NELBO; the peak RSS of
 a default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
 A second table breaks the Transformer step down op by op (a profiled run: the engine is patched to time it).
@@ -32,6 +33,7 @@ from diffusion.loss import diffusion_loss  # noqa: E402
 from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402
 from diffusion.schedule import CosineSchedule  # noqa: E402
+import numpy_step  # noqa: E402  (scripts/numpy_step.py: the same step written by hand in NumPy)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -276,21 +278,26 @@ def main():
         step = training_step(model, x, objective)
         if name != "Transformer, batch 64":
             ms = median_ms(step, repeats)
-        else:  # the step, its matmuls alone, and PyTorch's step if there is one, measured in the same rounds
-            torch_fn, torch_label = torch_step(batch)
-            fns = [step, matmul_floor(matmul_shapes(model, x, objective))] + ([torch_fn] if torch_fn else [])
-            times = interleaved_ms(fns, max(2, repeats // 5))
+        else:  # the step, its matmuls alone, the hand-written NumPy step, and PyTorch's step if there is one,
+            torch_fn, torch_label = torch_step(batch)  # measured in the same rounds
+            fns = [step, matmul_floor(matmul_shapes(model, x, objective)),
+                   numpy_step.training_step(model, x, objective)]
+            times = interleaved_ms(fns + ([torch_fn] if torch_fn else []), max(2, repeats // 5))
             ms = float(np.median(times[:, 0]))
         row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
         if name == "Transformer, batch 64":
+            ratio = lambda i, j: float(np.median(times[:, i] / times[:, j]))  # noqa: E731  per-round ratios
             row("matmul floor: Transformer, batch 64", float(np.median(times[:, 1])), "ms",
                 "the step's matmuls alone in NumPy")
-            row("step / matmul floor", float(np.median(times[:, 0] / times[:, 1])), "x",
-                "target <= 2.0; median of per-round ratios")
+            row("step / matmul floor", ratio(0, 1), "x", "target <= 2.0; median of per-round ratios")
+            row("hand-written NumPy step: Transformer, batch 64", float(np.median(times[:, 2])), "ms",
+                "scripts/numpy_step.py: the same arithmetic without the engine")
+            row("ours / hand-written NumPy", ratio(0, 2), "x", "what the engine adds")
+            row("hand-written NumPy / matmul floor", ratio(2, 1), "x", "the best plain NumPy does here")
             if torch_fn:
-                row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 2])), "ms", torch_label)
-                row("ours / PyTorch", float(np.median(times[:, 0] / times[:, 2])), "x",
-                    "target <= 0.8; median of per-round ratios")
+                row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 3])), "ms", torch_label)
+                row("ours / PyTorch", ratio(0, 3), "x", "target <= 0.8; median of per-round ratios")
+                row("hand-written NumPy / PyTorch", ratio(2, 3), "x", "")
     breakdown = step_breakdown(TransformerDenoiser(), data.train[:64], "exact_k", repeats)
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
     trained = os.path.join(ROOT, "runs", "train.npz")

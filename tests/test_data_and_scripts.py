@@ -156,11 +156,13 @@ def test_bench_quick_prints_every_row(tmp_path):
     figures = json.loads(out.read_text())["figures"]
     rows = ["train step: MLP, batch 128", "train step: skip MLP, batch 128", "train step: Transformer, batch 64",
             "matmul floor: Transformer, batch 64", "step / matmul floor", "train step: Transformer, batch 256",
+            "hand-written NumPy step: Transformer, batch 64", "ours / hand-written NumPy",
+            "hand-written NumPy / matmul floor",
             "engine overhead per tiny op (fwd + bwd)", "sample 1,000 names, S = 16", "sampling: matmul floor",
             "test-split NELBO (SE < 0.01)", "peak RSS, scripts/train.py"]
     try:
         import torch  # noqa: F401  (the PyTorch rows are there exactly when it is importable)
-        rows += ["PyTorch eager step: Transformer, batch 64", "ours / PyTorch"]
+        rows += ["PyTorch eager step: Transformer, batch 64", "ours / PyTorch", "hand-written NumPy / PyTorch"]
     except ImportError:
         assert not any("PyTorch" in name for name in figures)
     for name in rows:
