@@ -126,6 +126,14 @@ def sampling_floor_ms(model, network_rows, chunk=256):
     return median_ms(matmul_floor(shapes, backward=False), 10) * network_rows / chunk
 
 
+def numpy_forward_ms(model, network_rows, chunk=256):
+    """The sampler's network calls (`network_rows` rows, `chunk` at a time, as sampling_floor_ms) through the
+    hand-written NumPy forward of scripts/numpy_step.py instead of the engine: no graph, no Tensor."""
+    x, weights = np.full((chunk, model.L), MASK), model.state_dict()
+    run = lambda: numpy_step.forward(weights, x, model.config["heads"])  # noqa: E731
+    return median_ms(run, 10) * network_rows / chunk
+
+
 def op_overhead_us(repeats):
     """Cost of one tiny op through the engine, forward + backward: the per-op Python overhead."""
     a = Tensor(np.ones((4, 4), np.float32), requires_grad=True)
@@ -311,6 +319,10 @@ def main():
     floor = sampling_floor_ms(model, out.network_rows)
     row("sampling: matmul floor", floor, "ms",
         f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
+    if model.config["kind"] == "transformer":
+        by_hand = numpy_forward_ms(model, out.network_rows)
+        row("sampling: hand-written NumPy forward", by_hand, "ms",
+            f"the same rows through scripts/numpy_step.py's forward; sample / this {ms / by_hand:.1f}")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)
     row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")

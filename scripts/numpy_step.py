@@ -89,6 +89,17 @@ def attention_backward(g, q, k, v, p, scale):
     return ds @ k, ds.swapaxes(-1, -2) @ q, dv
 
 
+def split_heads(t, B, L, heads):
+    """(B * L, D) -> (B, H, L, D / H), a view."""
+    return t.reshape(B, L, heads, -1).transpose(0, 2, 1, 3)
+
+
+def merge_heads(t):
+    """(B, H, L, E) -> (B * L, H * E), heads side by side (a copy)."""
+    B, H, L, E = t.shape
+    return np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(B * L, H * E)
+
+
 def linear(x, weights, name):
     y = x @ weights[name + ".weight"].T
     y += weights[name + ".bias"]
@@ -101,18 +112,11 @@ def linear_backward(g, x, weights, name, grads):
     return g @ weights[name + ".weight"]
 
 
-def loss_and_grads(weights, xt, targets, weight, heads):
-    """The weighted cross-entropy sum_i weight_i * -log p(targets_i | xt) of TransformerDenoiser, and its gradient.
-
-    weights: the model's state_dict (name -> array); xt (B, L) token ids; targets (B, L) class ids, -100 where a
-    position does not count; weight (B, L) the loss weight of each position. Returns (loss, {name: gradient})."""
+def forward(weights, xt, heads):
+    """TransformerDenoiser's forward: logits (B * L, V) for token rows xt (B, L), and what the backward needs."""
     B, L = xt.shape
-    N, D = B * L, weights["tok.weight"].shape[1]
-    E = D // heads
-    scale = 1.0 / math.sqrt(E)
+    scale = 1.0 / math.sqrt(weights["tok.weight"].shape[1] // heads)
     layers = sum(1 for name in weights if name.endswith(".ln1.weight"))
-    split = lambda t: t.reshape(B, L, heads, E).transpose(0, 2, 1, 3)              # noqa: E731  (N, D) -> heads
-    merge = lambda t: np.ascontiguousarray(t.transpose(0, 2, 1, 3)).reshape(N, D)  # noqa: E731  heads -> (N, D)
 
     h = weights["tok.weight"][xt.ravel()]
     h += np.tile(weights["pos.weight"], (B, 1))
@@ -120,16 +124,26 @@ def loss_and_grads(weights, xt, targets, weight, heads):
     for i in range(layers):
         pre = f"blocks.{i}."
         y1, ln1 = layer_norm(h, weights[pre + "ln1.weight"], weights[pre + "ln1.bias"])
-        qkv = [split(linear(y1, weights, pre + "attn." + n)) for n in ("query", "key", "value")]
+        qkv = [split_heads(linear(y1, weights, pre + "attn." + n), B, L, heads) for n in ("query", "key", "value")]
         o, p = attention(*qkv, scale)
-        o = merge(o)
+        o = merge_heads(o)
         h = h + linear(o, weights, pre + "attn.proj")
         y2, ln2 = layer_norm(h, weights[pre + "ln2.weight"], weights[pre + "ln2.bias"])
         z, act = gelu(linear(y2, weights, pre + "mlp.fc"))
         h = h + linear(z, weights, pre + "mlp.proj")
         saved.append((y1, ln1, qkv, p, o, y2, ln2, z, act))
     yf, lnf = layer_norm(h, weights["ln_f.weight"], weights["ln_f.bias"])
-    logits = linear(yf, weights, "head")
+    return linear(yf, weights, "head"), (saved, yf, lnf, scale)
+
+
+def loss_and_grads(weights, xt, targets, weight, heads):
+    """The weighted cross-entropy sum_i weight_i * -log p(targets_i | xt) of TransformerDenoiser, and its gradient.
+
+    weights: the model's state_dict (name -> array); xt (B, L) token ids; targets (B, L) class ids, -100 where a
+    position does not count; weight (B, L) the loss weight of each position. Returns (loss, {name: gradient})."""
+    B, L = xt.shape
+    N, D = B * L, weights["tok.weight"].shape[1]
+    logits, (saved, yf, lnf, scale) = forward(weights, xt, heads)
 
     counted = targets.ravel() != -100
     y = np.where(counted, targets.ravel(), 0)
@@ -145,17 +159,17 @@ def loss_and_grads(weights, xt, targets, weight, heads):
     grads = {}
     dh, grads["ln_f.weight"], grads["ln_f.bias"] = layer_norm_backward(
         linear_backward(dz, yf, weights, "head", grads), weights["ln_f.weight"], lnf)
-    for i in reversed(range(layers)):
+    for i in reversed(range(len(saved))):
         pre = f"blocks.{i}."
         y1, ln1, qkv, p, o, y2, ln2, z, act = saved[i]
         du = gelu_backward(linear_backward(dh, z, weights, pre + "mlp.proj", grads), act)
         dx, grads[pre + "ln2.weight"], grads[pre + "ln2.bias"] = layer_norm_backward(
             linear_backward(du, y2, weights, pre + "mlp.fc", grads), weights[pre + "ln2.weight"], ln2)
         dh = dh + dx
-        do = split(linear_backward(dh, o, weights, pre + "attn.proj", grads))
+        do = split_heads(linear_backward(dh, o, weights, pre + "attn.proj", grads), B, L, heads)
         dy = None
         for name, g in zip(("query", "key", "value"), attention_backward(do, *qkv, p, scale)):
-            d = linear_backward(merge(g), y1, weights, pre + "attn." + name, grads)
+            d = linear_backward(merge_heads(g), y1, weights, pre + "attn." + name, grads)
             dy = d if dy is None else dy + d
         dx, grads[pre + "ln1.weight"], grads[pre + "ln1.bias"] = layer_norm_backward(
             dy, weights[pre + "ln1.weight"], ln1)

@@ -159,6 +159,7 @@ def test_bench_quick_prints_every_row(tmp_path):
             "hand-written NumPy step: Transformer, batch 64", "ours / hand-written NumPy",
             "hand-written NumPy / matmul floor",
             "engine overhead per tiny op (fwd + bwd)", "sample 1,000 names, S = 16", "sampling: matmul floor",
+            "sampling: hand-written NumPy forward",
             "test-split NELBO (SE < 0.01)", "peak RSS, scripts/train.py"]
     try:
         import torch  # noqa: F401  (the PyTorch rows are there exactly when it is importable)
