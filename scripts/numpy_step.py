@@ -2,8 +2,9 @@
 
 scripts/bench.py times it beside the engine's step, so the table can say what the engine itself costs over
 the same arithmetic, and how close plain NumPy gets to the matmul floor and to PyTorch. Every kernel is the
-engine's fused formula (see tinygrad_lite/functional.py and Tensor.gelu), written with as few passes over
-memory as NumPy allows; tests/test_numpy_step.py checks that its loss and every gradient equal the engine's.
+engine's fused formula (see tinygrad_lite/functional.py and Tensor.gelu), written again here rather than
+imported (the point is to time NumPy without the engine), with as few passes over memory as NumPy allows;
+tests/test_numpy_step.py checks that its loss, every gradient and its update equal the engine's.
 
     loss, grads = loss_and_grads(model.state_dict(), xt, targets, weight, heads=4)
 """
@@ -17,6 +18,11 @@ C = math.sqrt(2 / math.pi)
 def rowsum(v):
     """Sum over the last axis as a matrix-vector product (BLAS), as the engine does."""
     return v.reshape(-1, v.shape[-1]) @ np.ones(v.shape[-1], v.dtype)
+
+
+def colsum(v):
+    """Sum over the rows of (N, D) as ones @ v: several times faster than v.sum(0) here (as the engine)."""
+    return np.ones(len(v), v.dtype) @ v
 
 
 def layer_norm(x, w, b, eps=1e-5):
@@ -39,7 +45,7 @@ def layer_norm_backward(g, w, cache):
     dx -= ((g @ w) * (1.0 / D))[:, None]
     dx -= xhat * ((gx @ w) * (1.0 / D))[:, None]
     dx *= r[:, None]
-    return dx, gx.sum(0), g.sum(0)
+    return dx, colsum(gx), colsum(g)
 
 
 def gelu(x):
@@ -108,7 +114,7 @@ def linear(x, weights, name):
 
 def linear_backward(g, x, weights, name, grads):
     """Fills grads[name.weight] = g^T x and grads[name.bias] = sum g; returns dx = g W."""
-    grads[name + ".weight"], grads[name + ".bias"] = g.T @ x, g.sum(0)
+    grads[name + ".weight"], grads[name + ".bias"] = g.T @ x, colsum(g)
     return g @ weights[name + ".weight"]
 
 
@@ -174,9 +180,9 @@ def loss_and_grads(weights, xt, targets, weight, heads):
         dx, grads[pre + "ln1.weight"], grads[pre + "ln1.bias"] = layer_norm_backward(
             dy, weights[pre + "ln1.weight"], ln1)
         dh = dh + dx
-    grads["pos.weight"] = dh.reshape(B, L, D).sum(axis=0)
-    grads["tok.weight"] = np.zeros_like(weights["tok.weight"])
-    np.add.at(grads["tok.weight"], xt.ravel(), dh)
+    grads["pos.weight"] = (np.ones(B, dh.dtype) @ dh.reshape(B, L * D)).reshape(L, D)
+    onehot = np.eye(len(weights["tok.weight"]), dtype=dh.dtype)[xt.ravel()]          # (N, vocabulary)
+    grads["tok.weight"] = onehot.T @ dh                 # each token's rows summed, as one small GEMM
     return loss, grads
 
 

@@ -192,6 +192,19 @@ def test_adam_and_adamw_match_the_reference(cls, weight_decay):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14, err_msg=f"step {step + 1}")
 
 
+def step_both_with_the_same_gradients(opts, a_params, b_params, rng):
+    """Give both parameter lists the same random float32 gradients, step every optimizer, and require
+    bit-identical weights."""
+    for a, b in zip(a_params, b_params):
+        a.grad = rng.standard_normal(a.shape).astype(np.float32)
+        b.grad = a.grad.copy()
+    for opt in opts:
+        opt.step()
+    for a, b in zip(a_params, b_params):
+        assert a.data.dtype == b.data.dtype == np.float32
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 @pytest.mark.parametrize("cls, weight_decay", [(optim.Adam, 0.0), (optim.Adam, 0.1), (optim.AdamW, 0.1)])
 def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight_decay):
     """Adam updates every parameter in one vector when all have gradients, and loops over them otherwise (here
@@ -203,14 +216,7 @@ def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight
     opts = cls(fast, lr=0.1, weight_decay=weight_decay), cls(slow + [nn.Parameter(np.zeros(2, np.float32))],
                                                              lr=0.1, weight_decay=weight_decay)
     for _ in range(4):
-        for a, b in zip(fast, slow):
-            a.grad = rng.standard_normal(a.shape).astype(np.float32)
-            b.grad = a.grad.copy()
-        for opt in opts:
-            opt.step()
-        for a, b in zip(fast, slow):
-            assert a.data.dtype == np.float32
-            np.testing.assert_array_equal(a.data, b.data)
+        step_both_with_the_same_gradients(opts, fast, slow, rng)
     state = opts[0].state_dict()                              # the flat moments save as one array per parameter
     assert [state[f"exp_avg.{i}"].shape for i in range(3)] == shapes
 
@@ -230,13 +236,7 @@ def test_adam_moves_the_weights_into_one_array_and_still_updates_a_weight_replac
     for step in range(3):
         if step == 1:
             params[1].data = params[1].data.copy()            # no longer a view of the optimizer's array
-        for a, b in zip(ref, params):
-            a.grad = rng.standard_normal(a.shape).astype(np.float32)
-            b.grad = a.grad.copy()
-        for opt in opts:
-            opt.step()
-        for a, b in zip(ref, params):
-            np.testing.assert_array_equal(a.data, b.data)
+        step_both_with_the_same_gradients(opts, ref, params, rng)
 
 
 def test_adam_and_adamw_differ_with_weight_decay():
