@@ -18,29 +18,32 @@ import threading
 
 import numpy as np
 
-_mode = threading.local()     # grad mode is per thread, as in PyTorch: a no_grad in one thread leaves others alone
+class _GradMode(threading.local):
+    """Grad mode is per thread, as in PyTorch: a no_grad in one thread leaves the others alone. Each thread
+    starts with recording on and its own stack of modes to restore (threading.local runs __init__ per thread)."""
+    enabled = True
+
+    def __init__(self):
+        self.saved = []
+
+
+_mode = _GradMode()
 
 
 class no_grad(contextlib.ContextDecorator):
     """`with no_grad():` or `@no_grad()`: ops inside record no graph (as torch.no_grad; this thread only)."""
 
     def __enter__(self):
-        _saved().append(is_grad_enabled())     # a stack, so nesting and recursion restore the right mode
-        _mode.grad_enabled = False
+        _mode.saved.append(_mode.enabled)     # a stack, so nesting and recursion restore the right mode
+        _mode.enabled = False
 
     def __exit__(self, *exc):
-        _mode.grad_enabled = _saved().pop()
+        _mode.enabled = _mode.saved.pop()
         return False
 
 
-def _saved():
-    if not hasattr(_mode, "saved"):
-        _mode.saved = []                            # this thread's stack of modes to restore
-    return _mode.saved
-
-
 def is_grad_enabled():
-    return getattr(_mode, "grad_enabled", True)      # a new thread starts with grad mode on
+    return _mode.enabled
 
 
 def _as_array(data, dtype=None):
@@ -78,6 +81,8 @@ def _is_basic_index(index):
 
 
 def _broadcast_shape(op, *shapes):
+    if all(shape == shapes[0] for shape in shapes):   # the common case, without NumPy's slower general check
+        return shapes[0]
     try:
         return np.broadcast_shapes(*shapes)
     except ValueError:
@@ -114,9 +119,9 @@ class Tensor:
     @staticmethod
     def _make(data, parents, op, backward):
         """Wrap an op's result; record the graph only if some input needs a gradient and grad mode is on."""
-        out = Tensor(np.asarray(data))
+        out = Tensor(data)
         out._op = op
-        if is_grad_enabled() and any(p.requires_grad for p in parents):
+        if _mode.enabled and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = parents
             out._backward = backward
