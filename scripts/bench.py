@@ -274,7 +274,8 @@ def main():
 
     def row(name, value, unit, note=""):
         figures[name] = value
-        shown = "-" if value is None else (f"{value:,.1f}" if isinstance(value, float) else str(value))
+        digits = 2 if unit == "x" else 1                 # ratios: the second digit says which side of 1.0
+        shown = "-" if value is None else (f"{value:,.{digits}f}" if isinstance(value, float) else str(value))
         rows.append((name, shown, unit, note))
 
     tl.manual_seed(0)
@@ -290,7 +291,7 @@ def main():
             torch_fn, torch_label = torch_step(batch)  # measured in the same rounds
             fns = [step, matmul_floor(matmul_shapes(model, x, objective)),
                    numpy_step.training_step(model, x, objective)]
-            times = interleaved_ms(fns + ([torch_fn] if torch_fn else []), max(2, repeats // 5))
+            times = interleaved_ms(fns + ([torch_fn] if torch_fn else []), max(2, repeats // 3))
             ms = float(np.median(times[:, 0]))
         row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
         if name == "Transformer, batch 64":
