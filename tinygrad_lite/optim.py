@@ -15,7 +15,7 @@ class Optimizer:
         self.step_count = 0
         self.state = {}  # name -> list of arrays, one per parameter (momentum, Adam moments)
         self._flat = {}  # name -> one flat array whose slices are the arrays in state[name] (None: mixed dtypes)
-        self._weights, self._views = None, ()   # all weights in one flat array, if _flatten_weights() ran
+        self._scratch = None  # (tmp, update, update's per-parameter views): reused by every flat step
 
     def zero_grad(self):
         for p in self.params:
@@ -32,24 +32,6 @@ class Optimizer:
             else:
                 self._flat[name], self.state[name] = None, [np.zeros_like(p.data) for p in self.params]
         return self.state[name]
-
-    def _flatten_weights(self):
-        """Move every weight into one flat array: each p.data becomes a view of its slice (same shape, same
-        values), so an update writes all weights with one NumPy call instead of one per parameter. Only for
-        distinct parameters that share a dtype and own their memory (a weight that is a view of another array
-        stays where it is). If some p.data is later replaced by another array, `_weights_flat()` says so and
-        the update goes back to one parameter at a time."""
-        datas = [p.data for p in self.params]
-        if (len({d.dtype for d in datas}) == 1 and len({id(p) for p in self.params}) == len(self.params)
-                and all(d.base is None for d in datas)):
-            self._weights = np.concatenate([d.ravel() for d in datas])
-            self._views = tuple(self._split(self._weights))
-            for p, view in zip(self.params, self._views):
-                p.data = view
-
-    def _weights_flat(self):
-        """True while every p.data is still its view into self._weights."""
-        return self._weights is not None and all(p.data is v for p, v in zip(self.params, self._views))
 
     def _split(self, flat):
         """Views of a flat array shaped like each parameter, in order."""
@@ -107,7 +89,6 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
-        self._flatten_weights()
 
     def step(self):
         self.step_count += 1
@@ -134,15 +115,17 @@ class Adam(Optimizer):
         """The same update as the loop in step(), on all parameters at once (PyTorch's 'foreach' idea): the
         gradients are gathered into one vector, so the moments and the step take one NumPy call per line
         instead of one per parameter. A Transformer has ~70 small parameters, and per-call overhead dominates
-        their updates. Every line writes into an existing array (out=), so no temporary is allocated, and the
-        weights themselves are one flat array (_flatten_weights), so writing the step is one call too."""
+        their updates. Every line writes into arrays kept from step to step (out=), so nothing is allocated,
+        and only writing the step into each parameter loops (the weights stay the caller's arrays, as in
+        PyTorch: an array taken from p.data keeps seeing the updates)."""
         g = np.concatenate([p.grad.ravel() for p in self.params]).astype(self._flat["exp_avg"].dtype, copy=False)
-        flat = self._weights_flat()
         if self.weight_decay and not self.decoupled:
-            weights = self._weights if flat else np.concatenate([p.data.ravel() for p in self.params])
-            g += self.weight_decay * weights
+            g += self.weight_decay * np.concatenate([p.data.ravel() for p in self.params])
         m, v = self._flat["exp_avg"], self._flat["exp_avg_sq"]
-        tmp, update = np.empty_like(m), np.empty_like(m)
+        if self._scratch is None:
+            update = np.empty_like(m)
+            self._scratch = np.empty_like(m), update, self._split(update)
+        tmp, update, updates = self._scratch
         m *= b1
         m += np.multiply(g, 1 - b1, out=tmp)
         v *= b2
@@ -153,10 +136,10 @@ class Adam(Optimizer):
         tmp += self.eps
         update /= tmp
         decay = 1 - self.lr * self.weight_decay if self.weight_decay and self.decoupled else None
-        for w, u in ([(self._weights, update)] if flat else zip((p.data for p in self.params), self._split(update))):
+        for p, u in zip(self.params, updates):
             if decay is not None:
-                w *= decay
-            w -= u
+                p.data *= decay
+            p.data -= u
 
 
 class AdamW(Adam):
