@@ -20,15 +20,19 @@ def distinct_rows(xt, t=None):
     return first, inverse.reshape(-1)
 
 
+CHUNK = 128   # rows a network call takes at a time (measured here: see predict_logits)
+
+
 @no_grad()
-def predict_logits(model, xt, t=None, chunk=256, count=False):
+def predict_logits(model, xt, t=None, chunk=CHUNK, count=False):
     """model(xt, t) (or model(xt) when t is None) for many rows as a float64 array (N, L, V), recording no graph.
 
     The model is treated as a function of its input, so identical rows run once (in eval mode; in train mode
     with dropout, copies of a row would share one dropout draw). A sampler's rows often coincide: every row
     of length n starts as the same MASK/PAD pattern, and many then share their first letters. Distinct rows
-    go `chunk` at a time: arrays of 256 rows stay in cache (about 30% faster per row here than 1,000 at once),
-    and peak memory does not grow with N.
+    go `chunk` at a time: the arrays of 128 rows (2,048 tokens) stay closer to the cache, so a row costs less
+    than in bigger calls (in an interleaved A/B here, sampling 5% and the test-split NELBO 15% faster than at
+    256 rows; 256 was about 30% faster than 1,000), and peak memory does not grow with N.
     count=True also returns the number of rows the network ran on."""
     first, inverse = distinct_rows(xt, t) if len(xt) else (np.arange(0), np.arange(0))
     xu, tu = xt[first], None if t is None else np.asarray(t)[first]

@@ -30,6 +30,7 @@ from diffusion import checkpoint  # noqa: E402
 from diffusion.data import MASK, NamesData  # noqa: E402
 from diffusion.likelihood import nelbo  # noqa: E402
 from diffusion.loss import diffusion_loss  # noqa: E402
+from diffusion.predict import CHUNK  # noqa: E402
 from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402
 from diffusion.schedule import CosineSchedule  # noqa: E402
@@ -117,7 +118,7 @@ def matmul_floor(shapes, backward=True):
     return run
 
 
-def sampling_floor_ms(model, network_rows, chunk=256):
+def sampling_floor_ms(model, network_rows, chunk=CHUNK):
     """The GEMMs alone of the denoiser calls a sampler made: rows go through the network `chunk` at a time
     (diffusion.predict.predict_logits), so the floor is the forward GEMMs of one chunk, timed alone, times
     the number of chunks' worth of rows the sampler sent (Samples.network_rows)."""
@@ -126,7 +127,7 @@ def sampling_floor_ms(model, network_rows, chunk=256):
     return median_ms(matmul_floor(shapes, backward=False), 10) * network_rows / chunk
 
 
-def numpy_forward_ms(model, network_rows, chunk=256):
+def numpy_forward_ms(model, network_rows, chunk=CHUNK):
     """The sampler's network calls (`network_rows` rows, `chunk` at a time, as sampling_floor_ms) through the
     hand-written NumPy forward of scripts/numpy_step.py instead of the engine: no graph, no Tensor."""
     x, weights = np.full((chunk, model.L), MASK), model.state_dict()
