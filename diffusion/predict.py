@@ -20,7 +20,7 @@ def distinct_rows(xt, t=None):
     return first, inverse.reshape(-1)
 
 
-CHUNK = 128   # rows a network call takes at a time (measured here: see predict_logits)
+CHUNK = 128   # rows a network call takes at a time (measured here: see predict_logits); pass chunk= to change it
 
 
 @no_grad()

@@ -119,7 +119,10 @@ def linear_backward(g, x, weights, name, grads):
 
 
 def forward(weights, xt, heads):
-    """TransformerDenoiser's forward: logits (B * L, V) for token rows xt (B, L), and what the backward needs."""
+    """TransformerDenoiser's forward: logits (B * L, V) for token rows xt (B, L), and what the backward needs.
+    Only for the denoiser without time input (the default)."""
+    if "time.weight" in weights:
+        raise ValueError("numpy_step: a denoiser with time input is not written out here")
     B, L = xt.shape
     scale = 1.0 / math.sqrt(weights["tok.weight"].shape[1] // heads)
     layers = sum(1 for name in weights if name.endswith(".ln1.weight"))
@@ -228,7 +231,7 @@ def training_step(model, x0, objective="exact_k", seed=0):
     from diffusion.data import chars_per_name
     from diffusion.loss import corrupt
     from diffusion.schedule import CosineSchedule
-    weights = {name: a.copy() for name, a in model.state_dict().items()}
+    weights = model.state_dict()                        # copies: the model's own weights are not trained
     opt, rng, schedule = AdamW(weights), np.random.default_rng(seed), CosineSchedule()
     per_char = 1.0 / chars_per_name(x0).sum()
 

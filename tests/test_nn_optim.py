@@ -206,15 +206,17 @@ def step_both_with_the_same_gradients(opts, a_params, b_params, rng):
 
 
 @pytest.mark.parametrize("cls, weight_decay", [(optim.Adam, 0.0), (optim.Adam, 0.1), (optim.AdamW, 0.1)])
-def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight_decay):
+@pytest.mark.parametrize("lr", [0.1, np.float64(0.1)])
+def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight_decay, lr):
     """Adam updates every parameter in one vector when all have gradients, and loops over them otherwise (here
-    forced by an extra parameter that never gets one). Both must give identical float32 weights."""
+    forced by an extra parameter that never gets one). Both must give identical float32 weights, also when
+    the learning rate is a NumPy float64 (as a schedule computed with NumPy would give)."""
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (4,), (2, 2, 2)]
     fast = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
     slow = [nn.Parameter(p.data.copy()) for p in fast]
-    opts = cls(fast, lr=0.1, weight_decay=weight_decay), cls(slow + [nn.Parameter(np.zeros(2, np.float32))],
-                                                             lr=0.1, weight_decay=weight_decay)
+    opts = cls(fast, lr=lr, weight_decay=weight_decay), cls(slow + [nn.Parameter(np.zeros(2, np.float32))],
+                                                            lr=lr, weight_decay=weight_decay)
     for _ in range(4):
         step_both_with_the_same_gradients(opts, fast, slow, rng)
     state = opts[0].state_dict()                              # the flat moments save as one array per parameter

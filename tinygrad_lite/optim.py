@@ -92,35 +92,37 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        b1, b2 = self.betas
+        # Python floats, so the arithmetic stays in the weights' dtype (a NumPy float64 lr would upcast a
+        # float32 update) and both paths below round the same way
+        lr, eps, wd, (b1, b2) = float(self.lr), float(self.eps), float(self.weight_decay), map(float, self.betas)
         c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
         ms, vs = self._buffers("exp_avg"), self._buffers("exp_avg_sq")
         if self._flat["exp_avg"] is not None and all(p.grad is not None for p in self.params):
-            return self._step_flat(b1, b2, c1, c2)
+            return self._step_flat(lr, eps, wd, b1, b2, c1, c2)
         for p, m, v in zip(self.params, ms, vs):
             if p.grad is None:
                 continue
             g = p.grad
-            if self.weight_decay and self.decoupled:
-                p.data *= 1 - self.lr * self.weight_decay   # AdamW: shrink the weight, not the gradient
-            elif self.weight_decay:
-                g = g + self.weight_decay * p.data
+            if wd and self.decoupled:
+                p.data *= 1 - lr * wd                        # AdamW: shrink the weight, not the gradient
+            elif wd:
+                g = g + wd * p.data
             m *= b1
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            p.data -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            p.data -= (lr / c1) * m / (np.sqrt(v / c2) + eps)
 
-    def _step_flat(self, b1, b2, c1, c2):
+    def _step_flat(self, lr, eps, wd, b1, b2, c1, c2):
         """The same update as the loop in step(), on all parameters at once (PyTorch's 'foreach' idea): the
         gradients are gathered into one vector, so the moments and the step take one NumPy call per line
         instead of one per parameter. A Transformer has ~70 small parameters, and per-call overhead dominates
-        their updates. Every line writes into arrays kept from step to step (out=), so nothing is allocated,
-        and only writing the step into each parameter loops (the weights stay the caller's arrays, as in
+        their updates. Every line after the gathering writes into arrays kept from step to step (out=), and
+        only writing the step into each parameter loops (the weights stay the caller's arrays, as in
         PyTorch: an array taken from p.data keeps seeing the updates)."""
         g = np.concatenate([p.grad.ravel() for p in self.params]).astype(self._flat["exp_avg"].dtype, copy=False)
-        if self.weight_decay and not self.decoupled:
-            g += self.weight_decay * np.concatenate([p.data.ravel() for p in self.params])
+        if wd and not self.decoupled:
+            g += wd * np.concatenate([p.data.ravel() for p in self.params])
         m, v = self._flat["exp_avg"], self._flat["exp_avg_sq"]
         if self._scratch is None:
             update = np.empty_like(m)
@@ -131,11 +133,11 @@ class Adam(Optimizer):
         v *= b2
         np.multiply(g, 1 - b2, out=tmp)                      # (1 - b2) * g * g, in the loop's order
         v += np.multiply(tmp, g, out=tmp)
-        np.multiply(m, self.lr / c1, out=update)             # the loop's expression, in the same order,
+        np.multiply(m, lr / c1, out=update)                  # the loop's expression, in the same order,
         np.sqrt(np.divide(v, c2, out=tmp), out=tmp)          # so both give bit-identical weights
-        tmp += self.eps
+        tmp += eps
         update /= tmp
-        decay = 1 - self.lr * self.weight_decay if self.weight_decay and self.decoupled else None
+        decay = 1 - lr * wd if wd and self.decoupled else None
         for p, u in zip(self.params, updates):
             if decay is not None:
                 p.data *= decay
