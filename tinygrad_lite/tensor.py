@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+
 class _GradMode(threading.local):
     """Grad mode is per thread, as in PyTorch: a no_grad in one thread leaves the others alone. Each thread
     starts with recording on and its own stack of modes to restore (threading.local runs __init__ per thread)."""
