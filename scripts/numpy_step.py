@@ -202,6 +202,7 @@ class AdamW:
             weights[n] = self.flat[end:end + size].reshape(weights[n].shape)
             end += size
         self.m, self.v = np.zeros_like(self.flat), np.zeros_like(self.flat)
+        self.tmp, self.update = np.empty_like(self.flat), np.empty_like(self.flat)   # scratch, as the engine's
         self.t, self.lr, self.betas, self.eps, self.weight_decay = 0, lr, betas, eps, weight_decay
 
     def step(self, grads, max_norm=1.0):
@@ -211,7 +212,7 @@ class AdamW:
             g *= max_norm / (norm + 1e-6)
         self.t += 1
         b1, b2 = self.betas
-        tmp, update = np.empty_like(g), np.empty_like(g)
+        tmp, update = self.tmp, self.update
         self.m *= b1
         self.m += np.multiply(g, 1 - b1, out=tmp)
         self.v *= b2
