@@ -128,12 +128,16 @@ def sampling_floor_ms(model, network_rows, chunk=CHUNK):
     return median_ms(matmul_floor(shapes, backward=False), 10) * network_rows / chunk
 
 
-def numpy_forward_ms(model, network_rows, chunk=CHUNK):
-    """The sampler's network calls (`network_rows` rows, `chunk` at a time, as sampling_floor_ms) through the
-    hand-written NumPy forward of scripts/numpy_step.py instead of the engine: no graph, no Tensor."""
+def numpy_forward(model, network_rows, chunk=CHUNK):
+    """A closure: the sampler's network calls (`network_rows` rows, `chunk` at a time) through the hand-written
+    NumPy forward of scripts/numpy_step.py instead of the engine, with no graph and no Tensor. Every chunk runs
+    (a row costs the same whatever its tokens), so it can be timed in the same rounds as the sampler."""
     x, weights = np.full((chunk, model.L), MASK), model.state_dict()
-    run = lambda: numpy_step.forward(weights, x, model.config["heads"])  # noqa: E731
-    return median_ms(run, 10) * network_rows / chunk
+
+    def run():
+        for _ in range(-(-network_rows // chunk)):
+            numpy_step.forward(weights, x, model.config["heads"])
+    return run
 
 
 def op_overhead_us(repeats):
@@ -323,9 +327,11 @@ def main():
     row("sampling: matmul floor", floor, "ms",
         f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
     if model.config["kind"] == "transformer" and not model.time_input:   # the case numpy_step writes out
-        by_hand = numpy_forward_ms(model, out.network_rows)
-        row("sampling: hand-written NumPy forward", by_hand, "ms",
-            f"the same rows through scripts/numpy_step.py's forward; sample / this {ms / by_hand:.1f}")
+        times = interleaved_ms([lambda: sample(model, 1000, steps=16), numpy_forward(model, out.network_rows)],
+                               1 if args.quick else 3, block=1)      # the ratio from the same rounds
+        row("sampling: hand-written NumPy forward", float(np.median(times[:, 1])), "ms",
+            f"the same rows through scripts/numpy_step.py's forward; sample / this "
+            f"{np.median(times[:, 0] / times[:, 1]):.2f} (same rounds)")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)
     row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")

@@ -278,17 +278,17 @@ def main():
         text = replace_section(text, "contrast", contrast_table(os.path.join(ROOT, "runs", "compare.json")))
         text = replace_section(text, "pictures", pictures_section())
         text = replace_section(text, "sampler", sampler_section())
-        # the 20,000-step runs (the README gives their commands): formatted, never retrained here
-        have = {f: os.path.exists(os.path.join(ROOT, "runs", "long", f)) for f in ("ar.npz", "diffusion.npz",
-                                                                                  "diffusion.json")}
-        if have["diffusion.npz"] and have["diffusion.json"]:
+        # the 20,000- and 60,000-step runs (the README gives their commands): formatted, never retrained here
+        have = lambda folder, *files: all(os.path.exists(os.path.join(ROOT, "runs", folder, f))  # noqa: E731
+                                          for f in files)
+        if have("long", "diffusion.npz", "diffusion.json"):
             text = replace_section(text, "long", long_table(refresh_long_samples(
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
-        if have["ar.npz"] and have["diffusion.npz"]:
+        if have("long", "ar.npz", "diffusion.npz"):
             text = replace_section(text, "compare_long", compare_section(
                 "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json",
                 ("Training", "Test likelihood", "Samples", "Diffusion quality", "Learning curves")))
-        if all(os.path.exists(os.path.join(ROOT, "runs", "long60k", f)) for f in ("ar.npz", "diffusion.npz")):
+        if have("long60k", "ar.npz", "diffusion.npz"):
             text = replace_section(text, "compare_long60k", compare_section(
                 "runs/long60k/ar.npz", "runs/long60k/diffusion.npz", "runs/long60k/compare.json",
                 ("Training", "Test likelihood", "Learning curves")))
