@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygrad_lite import functional as F, nn, no_grad
 
-from .data import MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
+from .data import LETTERS, MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
 from .draw import draw, tempered_softmax
 from .predict import predict_logits
 
@@ -107,20 +107,26 @@ class ARSamples:
 
 
 @no_grad()
-def sample_ar(model, num=1000, temperature=1.0, seed=0):
+def sample_ar(model, num=1000, temperature=1.0, seed=0, prefix=""):
     """Generate `num` rows left to right: x_i ~ softmax(logits_i / T) given x_<i, until PAD or L letters.
+    `prefix` (letters a-z, at most L) starts every row: the model continues it, as a template "prefix*" asks.
     Step i runs the model on the first i + 1 inputs of the rows still going, each distinct prefix once (all
     rows start alike, and many share their first letters). Same seed -> same rows."""
     if temperature < 0:
         raise ValueError(f"sample_ar: temperature must be >= 0, got {temperature}")
+    if len(prefix) > model.L or any(c not in LETTERS for c in prefix):
+        raise ValueError(f"sample_ar: prefix {prefix!r} must be at most L={model.L} letters a-z")
     rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
     x = np.full((num, model.L), PAD, dtype=np.int64)
     inputs = np.full((num, model.L), START, dtype=np.int64)
+    x[:, :len(prefix)] = encode([prefix], model.L)[0, :len(prefix)]
+    shown = min(len(prefix), model.L - 1)
+    inputs[:, 1:shown + 1] = x[:, :shown]                     # the prefix, shifted right behind START
     ended = np.zeros(num, dtype=bool)
     calls = 0
-    for i in range(model.L):
+    was_training = model.training
+    model.eval()
+    for i in range(len(prefix), model.L):
         logits = np.zeros((num, NUM_CLASSES))                # ended rows draw too (same random stream), then PAD
         logits[~ended] = predict_logits(model, inputs[~ended, :i + 1])[:, i]   # each distinct prefix once
         calls += 1

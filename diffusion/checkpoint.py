@@ -1,7 +1,11 @@
 """Checkpoints as .npz (no pickle): weights, optimizer state, step, config (JSON) and RNG states.
 
 Written atomically: to a temporary file in the same folder, then renamed over the target, so a crash while
-saving leaves the previous checkpoint intact.
+saving leaves the previous checkpoint intact. The file gets the permissions the user's umask gives a new file.
+
+`meta` holds the model's `config` (its "kind" says which model: "transformer", "ar_transformer", ...), the
+training `step`, and `extra`: the training settings, RNG state, figures and, under "data", the names file the
+model was trained on (data.NamesData.record: its path, SHA-256, the split rule and L).
 """
 import json
 import os
@@ -17,6 +21,13 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why (missing, corrupt, wrong architecture)."""
 
 
+def _umask():
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save(path, model, optimizer=None, step=0, extra=None):
     """Write model weights (+ optimizer state, step, JSON-able `extra`) to `path` atomically."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -28,6 +39,7 @@ def save(path, model, optimizer=None, step=0, extra=None):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -37,6 +49,23 @@ def save(path, model, optimizer=None, step=0, extra=None):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_meta(path):
+    """Only the metadata of a checkpoint (no model is built): a dict, or CheckpointError."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return json.loads(str(f["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def describe(meta):
+    """'a transformer model at step 3000, trained on names.txt' (for messages about a file in the way)."""
+    data = meta.get("extra", {}).get("data")
+    where = f", trained on {os.path.basename(data['names'])}" if data else ""
+    kind = meta["config"].get("kind", "?")
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} model at step {meta.get('step', '?')}{where}"
 
 
 def load(path):

@@ -1,20 +1,27 @@
-"""What the trainer scripts share: argument parsing with range checks, and the run itself
-(load data -> build model -> train (optionally with validation and early stopping) -> test likelihood ->
-checkpoint -> samples and a temperature sweep), for the denoisers and the AR baseline alike.
+"""What the scripts share: argument parsing with range checks, checkpoints checked for their kind and their data,
+outputs checked before training, and the trainers' run itself (load data -> build model -> train (optionally with
+validation and early stopping) -> test likelihood -> checkpoint -> samples and a temperature sweep), for the
+denoisers and the AR baseline alike.
 
-Bad input ends with one line on stderr and exit code 2, never a traceback.
+Bad input ends with one line on stderr and exit code 2, never a traceback; Ctrl-C anywhere ends with one line
+and exit code 130 (the training loop saves first).
+
+Checkpoints: each trainer writes runs/<model>.npz by default (runs/transformer.npz, runs/ar.npz, runs/mlp.npz,
+runs/skip_mlp.npz). A run never replaces a file that is already there: it stops before training and says what
+the file holds; --overwrite replaces it, --resume FILE continues FILE in place.
 """
 import argparse
 import json
 import math
 import os
 import sys
+import tempfile
 
 import tinygrad_lite as tl
 
 from . import checkpoint
 from .autoregressive import ar_loss, is_autoregressive, row_nll
-from .data import NamesData, NamesFileError, DEFAULT_NAMES, chars_per_name
+from .data import DEFAULT_NAMES, NamesData, NamesFileError, chars_per_name, load_names
 from .evaluate import format_likelihood, likelihood_figures, sample_quality
 from .likelihood import nelbo, unigram_nll
 from .loss import OBJECTIVES, diffusion_loss
@@ -23,6 +30,10 @@ from .schedule import SCHEDULES, get_schedule
 from .trainer import TrainConfig, TrainingStopped, train
 
 SWEEP = (0.5, 0.8, 1.0, 1.5)
+TRAINERS = {"transformer": "scripts/train.py", "ar_transformer": "scripts/train_ar.py",
+            "mlp": "scripts/train_minimal.py", "skip_mlp": "scripts/train_pure.py"}      # model kind -> its trainer
+DEFAULT_L = 16
+MAX_L = 64    # a name is a short row: attention costs grow as L^2 and the MLPs' weights with L
 
 
 def _number(kind, low, inclusive=False, what="a number"):
@@ -48,8 +59,18 @@ def fraction(text):
 
 
 positive_int = _number(int, 0, what="a whole number")
+whole_number = _number(int, 0, inclusive=True, what="a whole number")
 positive_float = _number(float, 0.0)
 nonnegative_float = _number(float, 0.0, inclusive=True)
+
+
+def sequence_length(text):
+    """--L: 1..MAX_L (a run also checks it against the data's longest name: see prepare)."""
+    value = positive_int(text)
+    if value > MAX_L:
+        raise argparse.ArgumentTypeError(f"{text} must be at most {MAX_L}: names are short, and attention costs "
+                                         f"grow as L^2")
+    return value
 
 
 def fail(message):
@@ -58,18 +79,36 @@ def fail(message):
     sys.exit(2)
 
 
+def note(message):
+    print(f"note: {message}", file=sys.stderr)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line on stderr (exit 2) instead of its usage block."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+def script_main(main):
+    """Run a script's main(): Ctrl-C anywhere ends it with one line and exit code 130, not a traceback (the
+    training loop handles its own Ctrl-C first: it saves, then says how to resume)."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+
+
 def trainer_parser(description, **defaults):
     """argparse for a trainer; `defaults` overrides TrainConfig's defaults and adds model flags' defaults."""
-    d = {**TrainConfig().__dict__, "L": 16, "out": "model.npz", "num_samples": 1000, "sample_steps": None,
-         **defaults}
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = {**TrainConfig().__dict__, "out": "runs/model.npz", "num_samples": 1000, "sample_steps": None, **defaults}
+    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=positive_int, default=d["steps"], help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="names per step")
     p.add_argument("--lr", type=positive_float, default=d["lr"], help="peak learning rate (AdamW)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=d["weight_decay"])
-    p.add_argument("--warmup", type=_number(int, 0, True, "a whole number"), default=d["warmup"],
-                   help="linear warmup steps, then cosine decay")
+    p.add_argument("--warmup", type=whole_number, default=d["warmup"], help="linear warmup steps, then cosine decay")
     p.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"], help="max global gradient norm")
     p.add_argument("--min-lr-ratio", type=nonnegative_float, default=d["min_lr_ratio"],
                    help="final learning rate as a fraction of --lr")
@@ -77,20 +116,27 @@ def trainer_parser(description, **defaults):
     p.add_argument("--objective", choices=OBJECTIVES, default=d["objective"],
                    help="'nelbo': the ELBO-weighted loss; 'simple': plain masked cross-entropy")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default=d["schedule"], help="noise schedule")
-    p.add_argument("--names", default=DEFAULT_NAMES, help="names file, one per line")
-    p.add_argument("--L", type=positive_int, default=d["L"], help="sequence length (longer names are dropped)")
-    p.add_argument("--out", default=d["out"], help="checkpoint path (.npz)")
-    p.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
+    p.add_argument("--names", default=None, help=f"names file, one per line (default {DEFAULT_NAMES}; "
+                   "a resumed run keeps its own)")
+    p.add_argument("--L", type=sequence_length, default=None,
+                   help=f"sequence length, at most {MAX_L} (default {DEFAULT_L}; longer names are dropped)")
+    p.add_argument("--out", default=None, help=f"checkpoint path (.npz; default {d['out']}, or with --resume the "
+                   "resumed file); an existing file is never replaced without --overwrite")
+    p.set_defaults(default_out=d["out"])
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    p.add_argument("--num-samples", type=whole_number, default=d["num_samples"],
+                   help="names to generate after training (0: none)")
     p.add_argument("--sample-steps", type=positive_int, default=d["sample_steps"], help="sampler steps (default L)")
     p.add_argument("--log-every", type=positive_int, default=d["log_every"])
     p.add_argument("--json", default=None, help="also write the figures printed at the end to this JSON file")
-    p.add_argument("--save-every", type=_number(int, 0, True, "a whole number"), default=0,
+    p.add_argument("--save-every", type=whole_number, default=0,
                    help="also save the checkpoint every N steps (0: only at the end or on Ctrl-C)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue a run from its checkpoint (its saved settings win over the flags)")
-    p.add_argument("--eval-every", type=_number(int, 0, True, "a whole number"), default=d["eval_every"],
+                   help="continue a run from its checkpoint, in place (its saved settings and data win over the "
+                        "flags)")
+    p.add_argument("--eval-every", type=whole_number, default=d["eval_every"],
                    help="score the validation split every N steps, keep the best weights (0: off)")
-    p.add_argument("--patience", type=_number(int, 0, True, "a whole number"), default=d["patience"],
+    p.add_argument("--patience", type=whole_number, default=d["patience"],
                    help="with --eval-every: stop after N validations without improvement (0: never stop early)")
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
@@ -101,17 +147,108 @@ def trainer_parser(description, **defaults):
     return p
 
 
-def load_checkpoint(path):
-    """checkpoint.load(path): (model, meta, optimizer_state), or one line on stderr and exit 2."""
+# ----------------------------------------------------------------------------- outputs: checked before training
+def check_writable(path, flag):
+    """Make `path`'s folder and make sure a file can be written there; otherwise one line and exit 2."""
+    if os.path.isdir(path):
+        fail(f"{flag} {path} is a folder; give a file path")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        fail(f"{flag} {path} is not writable")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        fail(f"{flag} {path} cannot be written: {existing} is a file, not a folder")
     try:
-        return checkpoint.load(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")   # what checkpoint.save will do there
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        fail(f"{flag} {path} cannot be written ({e.strerror or e})")
+
+
+def check_free(path, flag="--out", overwrite=False, resumed=None):
+    """A run may write `path` only if nothing is there, it is the checkpoint being resumed, or --overwrite."""
+    check_writable(path, flag)
+    if not os.path.exists(path) or overwrite or (resumed and os.path.samefile(path, resumed)):
+        return
+    try:
+        what = checkpoint.describe(checkpoint.read_meta(path))
+    except checkpoint.CheckpointError:
+        what = "a file that is not a checkpoint"
+    fail(f"{path} already holds {what}; pass another {flag}, or --overwrite to replace it")
+
+
+def saved_state(path):
+    """What `path` holds now, for the last line of an interrupted run."""
+    try:
+        return f"{path} holds step {checkpoint.read_meta(path)['step']}"
+    except checkpoint.CheckpointError:
+        return "nothing was saved"
+
+
+def save_or_rescue(path, write):
+    """write(path); if that fails after all (disk full, folder removed), write to a fallback file in the temp
+    folder instead and say where: a trained run is never lost. Returns the path written."""
+    try:
+        write(path)
+        return path
+    except OSError as e:
+        rescue = os.path.join(tempfile.gettempdir(), f"rescued-{os.getpid()}-{os.path.basename(path)}")
+        write(rescue)
+        print(f"error: could not write {path} ({e.strerror or e}); saved to {rescue} instead", file=sys.stderr)
+        return rescue
+
+
+# ----------------------------------------------------------------------------- checkpoints: their kind and data
+def load_checkpoint(path, kinds=None, use=""):
+    """checkpoint.load(path): (model, meta, optimizer_state), or one line on stderr and exit 2. kinds: the model
+    kinds the caller can use (None: any); `use` says what for, in the message."""
+    try:
+        model, meta, optimizer_state = checkpoint.load(path)
     except checkpoint.CheckpointError as e:
         fail(str(e))
+    if kinds is not None and model.config["kind"] not in kinds:
+        fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs a "
+             f"{' or '.join(kinds)} model")
+    return model, meta, optimizer_state
 
 
-def load_data(args):
+def _same_contents(path, sha256):
     try:
-        data = NamesData.load(args.names, L=args.L)
+        return load_names(path).sha256 == sha256
+    except NamesFileError:
+        return False
+
+
+def recorded_names(path, meta, names=None):
+    """The names file to evaluate checkpoint `path` on: the one it records (or the project's names.txt if that
+    file is gone but names.txt has its contents). Another --names, a recorded file that changed or is gone, or a
+    checkpoint that records none, is said in one line (a file that changed or is gone without --names: exit 2)."""
+    data = meta.get("extra", {}).get("data")
+    if data is None:
+        note(f"{path} does not record its names file; evaluating on {names or DEFAULT_NAMES}")
+        return names or DEFAULT_NAMES
+    if names is not None:
+        if not _same_contents(names, data["sha256"]):
+            note(f"evaluating on {names}, not on {data['names']} that {path} was trained on: its test names may "
+                 f"have been training names")
+        return names
+    for candidate in (data["names"], DEFAULT_NAMES):
+        if _same_contents(candidate, data["sha256"]):
+            if candidate != data["names"]:
+                note(f"{data['names']} (recorded in {path}) is gone or changed; {candidate} has its contents")
+            return candidate
+    what = "has changed since" if os.path.exists(data["names"]) else "is gone"
+    fail(f"{data['names']}, the names file {path} was trained on, {what}; pass --names FILE to evaluate on "
+         f"another file")
+
+
+def load_data(args, L=None):
+    try:
+        data = NamesData.load(args.names, L=L or args.L)
     except NamesFileError as e:
         fail(str(e))
     r = data.report
@@ -119,18 +256,18 @@ def load_data(args):
     dropped = sum(data.dropped.values())
     print(f"split: train {len(data.train)}, validation {len(data.val)}, test {len(data.test)}; "
           f"L={data.L}" + (f", {dropped} names longer than {data.L} letters dropped" if dropped else
-                           f", no name dropped"))
+                           ", no name dropped"))
     return data
 
 
 def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None):
     """Print names and their quality figures at each temperature (either kind of model; the generative NLL
-    too when an AR model is given); returns the figures as a list of dicts."""
+    too when an AR model is given); returns the figures as a list of dicts (none with --num-samples 0)."""
     steps = args.sample_steps or model.L
     if steps > model.L:
         fail(f"--sample-steps must be at most L={model.L}, got {steps}")
     rows = []
-    for temperature in temperatures:
+    for temperature in temperatures if args.num_samples else ():
         row = sample_quality(model, data, temperature, args.num_samples, steps, args.seed, ar_model)
         names = row["examples"]
         print(f"T={temperature:<4} {format_report(row)}  ({row['network_calls']} network calls, "
@@ -141,32 +278,62 @@ def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None
     return rows
 
 
-def _resume(args):
-    """Model, TrainConfig, start step and optimizer state from a checkpoint written by an interrupted run."""
+def _resume(args, kind):
+    """Model, TrainConfig, start step and optimizer state from the checkpoint of an interrupted run of this
+    trainer's `kind`; sets args.names and args.L to the run's own data (another --names or --L: exit 2)."""
     model, meta, optimizer_state = load_checkpoint(args.resume)
+    if model.config["kind"] != kind:
+        other = TRAINERS.get(model.config["kind"], "its own trainer")
+        fail(f"{args.resume} holds {checkpoint.describe(meta)}; this script trains a {kind} model "
+             f"(to continue that run: python {other} --resume {args.resume})")
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:
         fail(f"{args.resume}: this checkpoint has no training state to resume from")
+    if meta["step"] >= saved["steps"]:
+        fail(f"{args.resume} has finished its {saved['steps']} steps; nothing to resume (a longer run is a new run: "
+             f"--steps N with another --out)")
+    if args.L not in (None, model.L):
+        fail(f"{args.resume} was trained with L={model.L}; a resumed run keeps it (drop --L)")
+    recorded = meta["extra"].get("data")
+    if recorded and args.names and not _same_contents(args.names, recorded["sha256"]):
+        fail(f"{args.resume} was trained on {recorded['names']}, and {args.names} differs; a resumed run keeps "
+             f"its data (drop --names)")
+    args.names = args.names or (recorded_names(args.resume, meta) if recorded else DEFAULT_NAMES)
+    args.L = model.L
     tl.random.set_state(meta["extra"]["engine_rng"])
     print(f"resuming {args.resume} at step {meta['step']} of {saved['steps']}")
     return model, TrainConfig(**saved), meta["step"], optimizer_state
 
 
-def prepare(args, make_model):
-    """Data, then the model and its TrainConfig: fresh (seeded) or resumed from --resume.
-    Returns (data, model, cfg, start_step, optimizer_state)."""
-    data = load_data(args)
+def check_length(data):
+    """L must hold the data's longest name (longer names are dropped, and said) and not be far above it: the
+    extra positions would only ever hold PAD, at the cost of compute and weights."""
+    most = max(DEFAULT_L, 2 * data.longest)
+    if data.L > most:
+        fail(f"--L {data.L} is far above the longest name ({data.longest} letters): positions past it only ever "
+             f"hold PAD; use --L between {data.longest} and {most}")
+
+
+def prepare(args, make_model, kind):
+    """Data, then the model and its TrainConfig: fresh (seeded) or resumed from --resume (same kind only), with
+    the outputs checked before any training. Returns (data, model, cfg, start_step, optimizer_state)."""
     if args.resume:
-        model, cfg, start_step, optimizer_state = _resume(args)
+        model, cfg, start_step, optimizer_state = _resume(args, kind)
+        args.out = args.out or args.resume                           # resume continues in place
     else:
+        args.names, args.L, args.out = args.names or DEFAULT_NAMES, args.L or DEFAULT_L, args.out or args.default_out
+    check_free(args.out, "--out", args.overwrite, resumed=args.resume)
+    if args.json:
+        check_writable(args.json, "--json")
+    data = load_data(args)
+    check_length(data)
+    if not args.resume:
         tl.manual_seed(args.seed)
         model = make_model(args)
         cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
         start_step, optimizer_state = 0, None
     if cfg.batch_size > len(data.train):
         fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
-    if model.L != data.L:
-        fail(f"the checkpoint's model has L={model.L}, but --L is {data.L}")
     if getattr(model, "time_input", False) and cfg.objective == "exact_k":
         fail("objective exact_k needs a denoiser without time input; use --objective nelbo with --time-input")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
@@ -177,12 +344,14 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, val
     """Train with periodic/interrupt saves to args.out. Ctrl-C: save, print how to resume, exit 130; a
     non-finite loss: one line, exit 1. validate(model) -> validation nats/char enables early stopping when
     cfg.eval_every > 0 (the model ends with its best weights). Returns (train result, save) where
-    save(step, optimizer, **figures) writes the checkpoint again with extra figures."""
+    save(step, optimizer, **figures) writes the checkpoint again with extra figures (to a printed fallback
+    file if args.out cannot be written after all, which then becomes args.out)."""
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
+
     def save(step, optimizer, **figures):
-        checkpoint.save(args.out, model, optimizer, step,
-                        extra=dict(train=cfg.__dict__, engine_rng=tl.random.get_state(), **figures))
+        extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **figures)
+        args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra=extra))
     try:
         result = train(model, data.train, cfg, loss_fn, start_step=start_step, optimizer_state=optimizer_state,
                        save=save, save_every=args.save_every, metric=metric, validate=validate)
@@ -191,8 +360,8 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, val
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
         script = os.path.relpath(sys.argv[0])
-        print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out} "
-              f"--out {args.out}", file=sys.stderr)
+        print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}",
+              file=sys.stderr)
         sys.exit(130)
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:
@@ -238,24 +407,35 @@ def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, o
     return dict(result=result, likelihood=figures, unigram=unigram, test=test)
 
 
+def save_json(path, figures):
+    """json.dump(figures) to `path`, or to a printed fallback file if that fails (save_or_rescue). Returns the
+    path written."""
+    def write(target):
+        with open(target, "w") as f:
+            json.dump(figures, f, indent=1)
+    return save_or_rescue(path, write)
+
+
 def write_json(path, model, cfg, trained, **more):
     """The figures of a run as JSON (for the README tables)."""
     result = trained["result"]
-    with open(path, "w") as f:
-        json.dump(dict(model=model.config, parameters=model.num_parameters(), train=cfg.__dict__,
-                       train_seconds=result["seconds"], history=result["history"],
-                       validation=result["validation"], best_step=result["best_step"],
-                       test=trained["test"], likelihood=trained["likelihood"], unigram=trained["unigram"],
-                       **more), f, indent=1)
+    return save_json(path, dict(model=model.config, parameters=model.num_parameters(), train=cfg.__dict__,
+                                train_seconds=result["seconds"], history=result["history"],
+                                validation=result["validation"], best_step=result["best_step"], test=trained["test"],
+                                likelihood=trained["likelihood"], unigram=trained["unigram"], **more))
 
 
-def run(description, make_model, **defaults):
-    """The whole main job for one model (a denoiser or the AR baseline). make_model(args) builds it.
-    Returns (model, data, args)."""
+def run(description, make_model, kind, **defaults):
+    """The whole main job for one model (a denoiser or the AR baseline of model kind `kind`). make_model(args)
+    builds it. Returns (model, data, args)."""
     args = trainer_parser(description, **defaults).parse_args()
-    data, model, cfg, start_step, optimizer_state = prepare(args, make_model)
-    trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
-    sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None)
+    data, model, cfg, start_step, optimizer_state = prepare(args, make_model, kind)
+    try:
+        trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
+        sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None)
+    except KeyboardInterrupt:                     # a second Ctrl-C in training, or one while testing or sampling
+        print(f"\ninterrupted (Ctrl-C); {saved_state(args.out)}", file=sys.stderr)
+        sys.exit(130)
     if args.json:
         write_json(args.json, model, cfg, trained, sweep=sweep)
     return model, data, args

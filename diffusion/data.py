@@ -4,6 +4,7 @@ Vocabulary (28 tokens): 'a'..'z' -> 0..25, PAD = 26 (also the end-of-name token)
 A name of n letters becomes a row of L tokens: its letters, then PAD up to L. The model predicts PAD like a
 letter, which is how it learns lengths. Names longer than L letters do not fit and are dropped (counted).
 """
+import hashlib
 import os
 import string
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class NamesFileError(ValueError):
 class NamesReport:
     """What loading normalized or dropped, so scripts can say it."""
     names: list
+    sha256: str = ""          # of the file's bytes: a checkpoint records it to recognise its data later
     lowercased: int = 0
     stripped: int = 0
     blank_lines: int = 0
@@ -46,13 +48,14 @@ def load_names(path=DEFAULT_NAMES):
             raw = f.read()
     except OSError as e:
         raise NamesFileError(f"{path}: cannot read names file ({e.strerror})") from None
-    report = NamesReport(names=[])
+    report = NamesReport(names=[], sha256=hashlib.sha256(raw).hexdigest())
     seen = set()
     for lineno, line in enumerate(raw.splitlines(), start=1):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            raise NamesFileError(f"{path}:{lineno}: non-ASCII bytes in {line[:40]!r}; "
+            shown = line[:40].decode("utf-8", errors="replace")
+            raise NamesFileError(f"{path}:{lineno}: {shown!r} has non-ASCII characters; "
                                  "names must be letters a-z") from None
         name = text.strip()
         if not name:
@@ -75,8 +78,12 @@ def load_names(path=DEFAULT_NAMES):
     return report
 
 
+SPLIT_RULE = "name i (0-based, after dropping repeats): test if i % 20 == 0, validation if i % 20 == 1, else train"
+
+
 def split(names):
-    """The canonical split by 0-based line index i: test i % 20 == 0, validation i % 20 == 1, train the rest."""
+    """The canonical split (SPLIT_RULE) by 0-based index i: test i % 20 == 0, validation i % 20 == 1, train the
+    rest."""
     test = [n for i, n in enumerate(names) if i % 20 == 0]
     val = [n for i, n in enumerate(names) if i % 20 == 1]
     train = [n for i, n in enumerate(names) if i % 20 >= 2]
@@ -89,7 +96,7 @@ def encode(names, L):
     for row, name in zip(x, names):
         if len(name) > L:
             raise ValueError(f"encode: {name!r} has {len(name)} letters, more than L={L}")
-        row[:len(name)] = [ord(c) - 97 for c in name]
+        row[:len(name)] = [LETTERS.index(c) for c in name]
     return x
 
 
@@ -123,6 +130,16 @@ class NamesData:
     train_names: list
     dropped: dict
     report: NamesReport
+    path: str = DEFAULT_NAMES
+
+    def record(self):
+        """What a checkpoint stores about its data, so a tool can find it again and tell when it changed."""
+        return dict(names=os.path.abspath(self.path), sha256=self.report.sha256, split=SPLIT_RULE, L=self.L)
+
+    @property
+    def longest(self):
+        """Letters in the file's longest name (before any is dropped for L)."""
+        return max(map(len, self.report.names))
 
     @classmethod
     def load(cls, path=DEFAULT_NAMES, L=16):
@@ -133,4 +150,4 @@ class NamesData:
         if not kept[0] or not kept[2]:
             raise NamesFileError(f"{path}: too few names of at most {L} letters to make train and test splits "
                                  f"(train {len(kept[0])}, test {len(kept[2])})")
-        return cls(L, encode(kept[0], L), encode(kept[1], L), encode(kept[2], L), kept[0], dropped, report)
+        return cls(L, encode(kept[0], L), encode(kept[1], L), encode(kept[2], L), kept[0], dropped, report, path)

@@ -153,12 +153,17 @@ LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",
                          length_first="test NLL bound, length first then most-confident-first")
 
 
+NELBO_METHODS = dict(identity="each a mask size k and k masked positions (the exact identity)",
+                     monte_carlo="each a time t and its masks")
+
+
 def format_likelihood(figures):
-    """Lines like 'test NLL (exact) 2.0012 ± 0.0110 nats/char (se over test names, 0.4s)'."""
+    """Lines like 'test NLL (exact) 2.0012 ± 0.0110 nats/char (± from which names happen to be in the test split,
+    0.4s)': the figure, its standard error, and where that error comes from, in plain words."""
     lines = []
     for name, f in figures.items():
-        kind = (f"Monte-Carlo se: {f['method']}, {f['repeats']} repeats" if name == "nelbo"
-                else "se over test names")
+        kind = (f"± from the random masks: {f['repeats']} mask draws a name, {NELBO_METHODS[f['method']]}"
+                if name == "nelbo" else "± from which names happen to be in the test split")
         if "impossible" in f:
             kind = f"{f['impossible']} names have probability 0 under it"
         lines.append(f"{LIKELIHOOD_LABELS[name]} {f['nll']:.4f} ± {f['se']:.4f} nats/char ({kind}, "

@@ -2,23 +2,24 @@
 diffusion's quality versus its number of sampling steps.
 
     python scripts/compare.py --json runs/compare.json           # trains both (3000 steps each), then compares
-    python scripts/compare.py --ar-checkpoint ar.npz --diffusion-checkpoint transformer.npz
+    python scripts/compare.py --ar-checkpoint runs/ar.npz --diffusion-checkpoint runs/transformer.npz
 
 Both models: 4 Transformer layers, width 64, 4 heads, L=16 (causal for AR, bidirectional for diffusion); the
 same steps, batch, learning rate, weight decay, dropout and seed (the diffusion objective is --objective,
 default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
-kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix). The samples of both are scored by
-the AR model (generative NLL).
+kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix, default runs/compare). The samples
+of both are scored by the AR model (generative NLL).
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinygrad_lite as tl  # noqa: E402
-from diffusion.autoregressive import ARTransformer, is_autoregressive  # noqa: E402
-from diffusion.cli import fail, load_checkpoint, load_data, train_and_test, trainer_parser  # noqa: E402
+from diffusion.autoregressive import ARTransformer  # noqa: E402
+from diffusion.cli import (DEFAULT_L, check_free, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
+                           recorded_names, save_json, script_main, train_and_test, trainer_parser)
+from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluate import (ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
                                 markdown_table, sample_quality, samples_table)
 from diffusion.models import TransformerDenoiser  # noqa: E402
@@ -26,8 +27,10 @@ from diffusion.trainer import TrainConfig  # noqa: E402
 
 TEMPERATURES = (0.8, 1.0)
 SAMPLING_STEPS = (1, 2, 4, 8, 16)
-KINDS = {"AR": lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout),
-         "diffusion": lambda args: TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout)}
+KINDS = {"AR": (("ar_transformer",), lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4,
+                                                               dropout=args.dropout)),
+         "diffusion": (("transformer", "mlp", "skip_mlp"),
+                       lambda args: TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout))}
 
 
 def parse_args():
@@ -40,19 +43,32 @@ def parse_args():
     if args.resume:
         fail("compare.py does not resume; train with scripts/train_ar.py or scripts/train.py --resume, then "
              "pass --ar-checkpoint / --diffusion-checkpoint")
+    prefix = args.out or args.default_out
+    args.out_prefix = prefix[:-4] if prefix.endswith(".npz") else prefix
     return args
 
 
-def get_model(kind, path, args, data):
-    """(model, info) loaded from `path`, or trained here with the shared flags. info: train seconds, the
-    validation curve [(step, nats/char)] and the test likelihood figures."""
-    if path:
-        model, meta, _ = load_checkpoint(path)
-        if is_autoregressive(model) != (kind == "AR"):
-            fail(f"{path}: expected {'an AR' if kind == 'AR' else 'a diffusion'} checkpoint, found "
-                 f"{model.config['kind']}")
+def load_given(args):
+    """{kind: (model, meta, path)} for the checkpoints given (each checked for its kind), and the names file to
+    use: the one they record (a second checkpoint trained on other data is said in one line)."""
+    given = {}
+    for kind, path in (("diffusion", args.diffusion_checkpoint), ("AR", args.ar_checkpoint)):
+        if path:
+            model, meta, _ = load_checkpoint(path, KINDS[kind][0], f"--{kind.lower()}-checkpoint")
+            given[kind] = (model, meta, path)
+    names = args.names
+    for model, meta, path in given.values():
+        names = recorded_names(path, meta, names)
+    return given, names or DEFAULT_NAMES
+
+
+def get_model(kind, given, args, data):
+    """(model, info) loaded from the given checkpoint, or trained here with the shared flags. info: train
+    seconds, the validation curve [(step, nats/char)] and the test likelihood figures."""
+    if kind in given:
+        model, meta, path = given[kind]
         if model.L != data.L:
-            fail(f"{path}: the model has L={model.L}, but --L is {data.L}")
+            fail(f"{path}: the model has L={model.L}, but the other model has L={data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
         figures = likelihood_figures(model, data.test, seed=args.seed)
         extra = meta["extra"]
@@ -61,14 +77,18 @@ def get_model(kind, path, args, data):
                            likelihood=figures)
     print(f"\n== training {kind}")
     tl.manual_seed(args.seed)
-    model = KINDS[kind](args)
+    model = KINDS[kind][1](args)
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
-    args.out = f"{args.out_prefix}_{'ar' if kind == 'AR' else 'diffusion'}.npz"
+    args.out = out_path(args, kind)
     trained = train_and_test(args, data, model, cfg, orders=ORDERS)
     result = trained["result"]
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
                        train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],
                        likelihood=trained["likelihood"])
+
+
+def out_path(args, kind):
+    return f"{args.out_prefix}_{'ar' if kind == 'AR' else 'diffusion'}.npz"
 
 
 def training_table(models, info):
@@ -92,11 +112,17 @@ def training_table(models, info):
 
 def main():
     args = parse_args()
-    args.out_prefix = args.out[:-4] if args.out.endswith(".npz") else args.out
+    given, args.names = load_given(args)
+    args.L = next((model.L for model, _, _ in given.values()), args.L or DEFAULT_L)
+    for kind in ("AR", "diffusion"):
+        if kind not in given:
+            check_free(out_path(args, kind), "--out", args.overwrite)
+    if args.json:
+        check_writable(args.json, "--json")
     data = load_data(args)
     models, info = {}, {}
-    for kind, path in (("AR", args.ar_checkpoint), ("diffusion", args.diffusion_checkpoint)):
-        models[kind], info[kind] = get_model(kind, path, args, data)
+    for kind in ("AR", "diffusion"):
+        models[kind], info[kind] = get_model(kind, given, args, data)
     ar = models["AR"]
     print("\n== sampling", args.num_samples, "names per row")
     quality = {kind: [sample_quality(m, data, t, args.num_samples, None, args.seed, ar) for t in TEMPERATURES]
@@ -121,12 +147,11 @@ def main():
         batch = batches.pop() if len(batches) == 1 else None
         print(curves_table(curves, len(data.train) / batch if batch else None))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(settings={k: v for k, v in vars(args).items()}, models={k: m.config for k, m in
-                      models.items()}, parameters={k: m.num_parameters() for k, m in models.items()},
-                           info=info, samples=quality, sampling_steps=by_steps), f, indent=1)
-        print(f"\nwrote {args.json}")
+        figures = dict(settings={k: v for k, v in vars(args).items()}, models={k: m.config for k, m in
+                       models.items()}, parameters={k: m.num_parameters() for k, m in models.items()},
+                       info=info, samples=quality, sampling_steps=by_steps)
+        print(f"\nwrote {save_json(args.json, figures)}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

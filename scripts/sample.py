@@ -1,17 +1,20 @@
-"""Generate names from a saved denoiser: free, from a template, by editing a name; pick the sampler variant.
+"""Generate names from a saved model: free, from a template, by editing a name; pick the sampler variant.
 
-    python scripts/sample.py --checkpoint transformer.npz --num 20 --temperature 0.8 --steps 16
-    python scripts/sample.py --checkpoint transformer.npz --num 3 --show-steps
-    python scripts/sample.py --checkpoint transformer.npz --template "m__a"      # 4 letters, m..a
-    python scripts/sample.py --checkpoint transformer.npz --template "ma*" --length 5-7
-    python scripts/sample.py --checkpoint transformer.npz --edit emma --positions 1,2   # resample 'mm'
-    python scripts/sample.py --checkpoint transformer.npz --order margin --threshold 0.9 --show-steps
-    python scripts/sample.py --checkpoint transformer.npz --forward emma --times 0,0.3,0.6,1
+    python scripts/sample.py                                         # 20 names from runs/transformer.npz
+    python scripts/sample.py --checkpoint runs/transformer.npz --num 20 --temperature 0.8 --steps 16
+    python scripts/sample.py --checkpoint runs/transformer.npz --num 3 --show-steps
+    python scripts/sample.py --checkpoint runs/transformer.npz --template "m__a"      # 4 letters, m..a
+    python scripts/sample.py --checkpoint runs/transformer.npz --template "ma*" --length 5-7
+    python scripts/sample.py --checkpoint runs/transformer.npz --edit emma --positions 1,2   # resample 'mm'
+    python scripts/sample.py --checkpoint runs/transformer.npz --order margin --threshold 0.9 --show-steps
+    python scripts/sample.py --checkpoint runs/transformer.npz --forward emma --times 0,0.3,0.6,1
 
 Templates: a letter is kept, '_' is one generated letter, one '*' is any number (0 or more) of generated
 letters ("ma*" prefix, "*ette" suffix, "a*a" both). Without '*' the template fixes the length; with '*' the
 length is drawn from the model (or from --length N / --length MIN-MAX). Template letters never change.
 --edit NAME --positions 1,2 re-masks those 0-based positions of NAME and resamples them (same length).
+An AR checkpoint (scripts/train_ar.py, e.g. runs/ar.npz) samples left to right: of the options above it takes
+--num, --temperature, --seed and a template that is a fixed prefix ("ma*"); the others are the masked sampler's.
 Bad templates or flags: one line on stderr, exit code 2.
 """
 import argparse
@@ -21,18 +24,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.cli import fail, load_checkpoint, nonnegative_float, positive_float, positive_int  # noqa: E402
+from diffusion.autoregressive import is_autoregressive, sample_ar  # noqa: E402
+from diffusion.cli import (OneLineParser, fail, load_checkpoint, nonnegative_float, positive_float,  # noqa: E402
+                           positive_int, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
 from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
 from diffusion.visualize import forward_view, reverse_view  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line on stderr (exit 2), without the usage block."""
-
-    def error(self, message):
-        fail(f"{message} (see --help)")
 
 
 def length_arg(text):
@@ -65,7 +63,8 @@ def float_list(text):
 def parser():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a .npz written by one of the trainers")
+    p.add_argument("--checkpoint", default="runs/transformer.npz",
+                   help="a .npz written by one of the trainers (default: scripts/train.py's)")
     p.add_argument("--num", type=positive_int, default=20, help="how many names (default 20)")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="token softmax temperature, > 0 (default 1.0); for greedy use a small value like 0.01")
@@ -99,8 +98,11 @@ def parser():
 
 
 def main():
-    args = parser().parse_args()
+    p = parser()
+    args = p.parse_args()
     model, meta, _ = load_checkpoint(args.checkpoint)
+    if is_autoregressive(model):
+        return sample_left_to_right(model, args, p)
     if args.forward is not None:
         name = meta.get("extra", {}).get("train", {}).get("schedule", "cosine")
         try:
@@ -141,5 +143,23 @@ def main():
               f"the first PAD is printed)", file=sys.stderr)
 
 
+def sample_left_to_right(model, args, p):
+    """An AR checkpoint: names left to right, continuing a fixed prefix if the template is one ("ma*")."""
+    for flag in ("steps", "length_mode", "length", "edit", "positions", "order", "choice_temperature", "threshold",
+                 "remask", "top_k", "top_p", "show_steps", "forward"):
+        if getattr(args, flag) != p.get_default(flag):
+            fail(f"--{flag.replace('_', '-')} is an option of the masked sampler; {args.checkpoint} holds an AR "
+                 f"model, which writes names left to right")
+    prefix, star, rest = (args.template or "*").partition("*")
+    if not star or rest or "_" in prefix:
+        fail(f"an AR model writes left to right: it can follow a fixed prefix like 'ma*', not the template "
+             f"{args.template!r}")
+    try:
+        out = sample_ar(model, args.num, temperature=args.temperature, seed=args.seed, prefix=prefix)
+    except ValueError as e:
+        fail(str(e).removeprefix("sample_ar: "))
+    print("\n".join(decode(row) for row in out.tokens))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -1,7 +1,7 @@
 """Quality vs steps for each sampler variant: novel %, unique %, length TV, bigram KL, generative NLL.
 
-    python scripts/sampler_table.py --checkpoint runs/transformer.npz
-    python scripts/sampler_table.py --checkpoint runs/transformer.npz --ar-checkpoint runs/ar.npz --json t.json
+    python scripts/sampler_table.py                                  # runs/transformer.npz, no generative NLL
+    python scripts/sampler_table.py --ar-checkpoint runs/ar.npz --json runs/sampler_table.json
     python scripts/sampler_table.py --checkpoint runs/transformer.npz --variants max_prob,random --steps 4,16
 
 Each cell draws --num names (same seed for every variant) at temperature --temperature with S steps.
@@ -9,18 +9,19 @@ Generative NLL (nats/char under the AR model, diffusion.metrics.generative_nll) 
 table then also shows the AR model's own samples and the test names as references. 'calls' is the mean number
 of denoiser calls per name (the length draw included; with a threshold it adapts to the name). With max_prob at
 S = L and temperature 1 it also prints those samples' NLL under the sampler's own exact distribution: an estimate
-of that distribution's entropy, below which no judge's expected NLL of the samples can fall.
+of that distribution's entropy, below which no judge's expected NLL of the samples can fall. The names (novelty,
+length TV, the test names' row) are those of the file the checkpoint records.
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.cli import fail, load_checkpoint, positive_float, positive_int  # noqa: E402
-from diffusion.data import NamesData, NamesFileError, decode, DEFAULT_NAMES  # noqa: E402
+from diffusion.cli import (OneLineParser, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
+                           positive_float, positive_int, recorded_names, save_json, script_main)
+from diffusion.data import decode  # noqa: E402
 from diffusion.evaluate import ordered_nll  # noqa: E402
 from diffusion.likelihood import chars_per_name  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
@@ -40,11 +41,6 @@ VARIANTS = {
     "joint": (dict(length="joint"), "plain confidence order, no length step (PAD-first bias)"),
     "joint_random": (dict(length="joint", order="random"), "random order, no length step (plain MDLM)"),
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        fail(f"{message} (see --help)")
 
 
 def int_list(text):
@@ -71,7 +67,7 @@ def own_distribution(model, data, tokens):
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="the diffusion denoiser (.npz)")
+    p.add_argument("--checkpoint", default="runs/transformer.npz", help="the diffusion denoiser (.npz)")
     p.add_argument("--ar-checkpoint", default=None, help="an AR model (.npz, scripts/train_ar.py) for gen NLL")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--num", type=positive_int, default=1000, help="names per cell (default 1000)")
@@ -79,20 +75,23 @@ def main():
     p.add_argument("--steps", type=int_list, default=[2, 4, 8, 16], help="comma-separated S values")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--names", default=DEFAULT_NAMES)
+    p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")
     args = p.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    model = load_checkpoint(args.checkpoint)[0]
-    ar = load_checkpoint(args.ar_checkpoint)[0] if args.ar_checkpoint else None
+    if args.json:
+        check_writable(args.json, "--json")
+    model, meta, _ = load_checkpoint(args.checkpoint, ("transformer", "mlp", "skip_mlp"),
+                                     "the sampler table (variants of the masked sampler; an AR model goes in "
+                                     "--ar-checkpoint)")
+    ar = (load_checkpoint(args.ar_checkpoint, ("ar_transformer",), "--ar-checkpoint")[0]
+          if args.ar_checkpoint else None)
     if max(args.steps) > model.L:
         fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")
-    try:
-        data = NamesData.load(args.names, L=model.L)
-    except NamesFileError as e:
-        fail(str(e))
+    args.names = recorded_names(args.checkpoint, meta, args.names)
+    data = load_data(args, L=model.L)
     test_names = [decode(r) for r in data.test]
     rows = []
     header = (f"{'variant':<13}{'S':>3}  {'novel%':>6} {'unique%':>7} {'len TV':>6} {'bigramKL':>8}"
@@ -137,12 +136,11 @@ def main():
     print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
     own = own_distribution(model, data, default_tokens) if default_tokens is not None else None
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L, num=args.num,
-                           temperature=args.temperature, seed=args.seed, rows=rows, own_distribution=own), f,
-                      indent=1)
-        print(f"wrote {args.json}")
+        written = save_json(args.json, dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L,
+                                            num=args.num, temperature=args.temperature, seed=args.seed, rows=rows,
+                                            own_distribution=own))
+        print(f"wrote {written}")
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -1,14 +1,17 @@
 """Train the default denoiser: a 4-layer bidirectional Transformer (width 64, 4 heads) on names.
 
-    python scripts/train.py             # train, print test NELBO, save model.npz, print names
+    python scripts/train.py                             # train, print test NELBO, save runs/transformer.npz, names
+    python scripts/train.py --resume runs/transformer.npz   # continue an interrupted run (Ctrl-C saves it)
     python scripts/train.py --help
+
+An existing checkpoint is never replaced: pass another --out, or --overwrite.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.cli import run  # noqa: E402
+from diffusion.cli import run, script_main  # noqa: E402
 from diffusion.models import TransformerDenoiser  # noqa: E402
 
 
@@ -19,5 +22,5 @@ def make_model(args):
 if __name__ == "__main__":
     # objective exact_k: the NELBO through its exact identity (no time input needed), measured to train faster
     # than sampling t (README, "Training objectives").
-    run(__doc__.splitlines()[0], make_model, steps=3000, batch_size=64, lr=2e-3, objective="exact_k",
-        dropout=0.0, time_input=False, out="transformer.npz")
+    script_main(lambda: run(__doc__.splitlines()[0], make_model, "transformer", steps=3000, batch_size=64, lr=2e-3,
+                            objective="exact_k", dropout=0.0, time_input=False, out="runs/transformer.npz"))

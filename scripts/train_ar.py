@@ -1,6 +1,6 @@
 """Train the autoregressive baseline: a 4-layer causal Transformer (width 64, 4 heads) on names, next-token.
 
-    python scripts/train_ar.py                       # train, print test NLL, save ar.npz, print names
+    python scripts/train_ar.py                       # train, print test NLL, save runs/ar.npz, print names
     python scripts/train_ar.py --dropout 0.1 --weight-decay 0.1 --eval-every 250 --patience 4 --steps 6000
     python scripts/train_ar.py --help
 
@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion.autoregressive import ARTransformer  # noqa: E402
-from diffusion.cli import run  # noqa: E402
+from diffusion.cli import run, script_main  # noqa: E402
 
 
 def make_model(args):
@@ -21,4 +21,5 @@ def make_model(args):
 
 
 if __name__ == "__main__":
-    run(__doc__.splitlines()[0], make_model, steps=3000, batch_size=64, lr=2e-3, dropout=0.0, out="ar.npz")
+    script_main(lambda: run(__doc__.splitlines()[0], make_model, "ar_transformer", steps=3000, batch_size=64,
+                            lr=2e-3, dropout=0.0, out="runs/ar.npz"))

@@ -5,7 +5,8 @@
     python scripts/update_readme.py --bench     # also rerun scripts/bench.py for the speed table (~3 min)
 
 Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers. Training runs write
-their figures as JSON to runs/ (kept out of git); --reuse formats existing JSON again without retraining.
+their checkpoints and figures (JSON) to runs/readme/, a folder of their own that each regeneration overwrites (runs/
+is kept out of git); --reuse formats existing JSON again without retraining.
 """
 import argparse
 import ast
@@ -20,6 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the README's commands use runs/)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"),
               ("nelbo_linear", "nelbo, linear schedule"),
@@ -57,10 +59,10 @@ def replace_section(text, name, body):
 
 def run_trainer(script, json_path, *flags):
     print(f"running scripts/{script}.py {' '.join(flags)} ...", flush=True)
-    out = os.path.join(ROOT, "runs", os.path.basename(json_path).replace(".json", ".npz"))
+    out = json_path.replace(".json", ".npz")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), "--json", json_path,
-                    "--out", out, "--log-every", "1000", *flags], check=True)
+                    "--out", out, "--overwrite", "--log-every", "1000", *flags], check=True)
     print(f"scripts/{script}.py took {time.perf_counter() - t0:.0f} s wall", flush=True)
 
 
@@ -139,10 +141,10 @@ def sampler_section():
     at S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's own samples and the test names; then the
     default sampler's own-distribution figure, the floor under its generative NLL."""
     print("running scripts/sampler_table.py ...", flush=True)
-    path = os.path.join(ROOT, "runs", "sampler_table.json")
+    path = os.path.join(RUNS, "sampler_table.json")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sampler_table.py"), "--checkpoint",
-                    os.path.join(ROOT, "runs", "train.npz"), "--ar-checkpoint",
-                    os.path.join(ROOT, "runs", "train_ar.npz"), "--json", path], check=True, capture_output=True)
+                    os.path.join(RUNS, "train.npz"), "--ar-checkpoint", os.path.join(RUNS, "train_ar.npz"),
+                    "--json", path], check=True, capture_output=True)
     with open(path) as f:
         table = json.load(f)
     rows, own = table["rows"], table["own_distribution"]
@@ -169,13 +171,13 @@ def sampler_section():
 
 
 def pictures_section():
-    """The forward process on 'maria' and one reverse trajectory of the default model (runs/train.npz)."""
+    """The forward process on 'maria' and one reverse trajectory of the default model (runs/readme/train.npz)."""
     sys.path.insert(0, ROOT)
     from diffusion import checkpoint
     from diffusion.sampler import sample
     from diffusion.schedule import CosineSchedule
     from diffusion.visualize import forward_view, reverse_view
-    model = checkpoint.load(os.path.join(ROOT, "runs", "train.npz"))[0]
+    model = checkpoint.load(os.path.join(RUNS, "train.npz"))[0]
     forward = forward_view("maria", CosineSchedule(), model.L, times=(0.0, 0.25, 0.5, 0.75, 1.0), seed=1)
     reverse = reverse_view(sample(model, 1, steps=6, seed=3, keep_trajectory=True), rows=1)
     return ("```\nforward process: each position masked with probability mask_rate(t)\n" + "\n".join(forward) +
@@ -246,17 +248,17 @@ def bench_table():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", action="store_true", help="only regenerate the file table")
-    p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/ instead of training")
+    p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/readme/ instead of training")
     p.add_argument("--bench", action="store_true", help="also rerun scripts/bench.py for the speed table")
     args = p.parse_args()
     with open(README) as f:
         text = f.read()
     text = replace_section(text, "files", file_table())
     if not args.files:
-        os.makedirs(os.path.join(ROOT, "runs"), exist_ok=True)
+        os.makedirs(RUNS, exist_ok=True)
         runs = []
         for script, label in TRAINERS:
-            path = os.path.join(ROOT, "runs", f"{script}.json")
+            path = os.path.join(RUNS, f"{script}.json")
             if not args.reuse:
                 run_trainer(script, path)
             with open(path) as f:
@@ -265,17 +267,17 @@ def main():
         text = replace_section(text, "temperature", sweep_table(runs[-1][1]))
         objective_runs = []
         for name, label in OBJECTIVES:
-            path = os.path.join(ROOT, "runs", "train.json" if name == "exact_k" else f"objective_{name}.json")
+            path = os.path.join(RUNS, "train.json" if name == "exact_k" else f"objective_{name}.json")
             if not args.reuse and name != "exact_k":
                 run_trainer("train", path, *objective_flags(name), "--num-samples", "100")
             with open(path) as f:
                 objective_runs.append((label, json.load(f)))
         text = replace_section(text, "objectives", objectives_table(objective_runs))
         if not args.reuse:
-            run_trainer("train_ar", os.path.join(ROOT, "runs", "train_ar.json"))
-        text = replace_section(text, "compare", compare_section("runs/train_ar.npz", "runs/train.npz",
-                                                                "runs/compare.json"))
-        text = replace_section(text, "contrast", contrast_table(os.path.join(ROOT, "runs", "compare.json")))
+            run_trainer("train_ar", os.path.join(RUNS, "train_ar.json"))
+        text = replace_section(text, "compare", compare_section("runs/readme/train_ar.npz", "runs/readme/train.npz",
+                                                                "runs/readme/compare.json"))
+        text = replace_section(text, "contrast", contrast_table(os.path.join(RUNS, "compare.json")))
         text = replace_section(text, "pictures", pictures_section())
         text = replace_section(text, "sampler", sampler_section())
         # the 20,000- and 60,000-step runs (the README gives their commands): formatted, never retrained here

@@ -1,0 +1,320 @@
+"""diffusion/cli.py and the scripts built on it: no silent wrong model, no lost run.
+
+Checkpoints record their kind and data; a run never replaces a checkpoint that is there (one line, exit 2, the
+file byte for byte unchanged); every tool checks the kind it loads and evaluates on the names the checkpoint
+records; outputs are checked before training, and a failed final save is rescued; Ctrl-C is one line, exit 130.
+"""
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffusion import checkpoint, cli
+from diffusion.data import DEFAULT_NAMES, SPLIT_RULE, load_names
+from diffusion.evaluate import format_likelihood
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--steps", "4", "--batch-size", "16", "--log-every", "2"]
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(r, code=2):
+    """The script failed with `code`, one 'error: ...' line on stderr and no traceback; returns the line."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A names file of 300 names and, trained on it for a few steps, a denoiser and an AR model."""
+    folder = tmp_path_factory.mktemp("runs")
+    names = folder / "names300.txt"
+    with open(DEFAULT_NAMES) as f:
+        names.write_text("".join(f.readlines()[:300]))
+    for script, out in (("scripts/train.py", "transformer.npz"), ("scripts/train_ar.py", "ar.npz")):
+        r = run_script(script, *TINY, "--names", str(names), "--num-samples", "0", "--out", str(folder / out))
+        assert r.returncode == 0, r.stderr
+    return folder
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes: to show a refused run wrote nothing."""
+    return {p: open(os.path.join(d, p), "rb").read() for d, _, files in os.walk(folder) for p in files}
+
+
+# ----------------------------------------------------------------------------- 1. kind, data, no overwrite
+def test_checkpoint_records_its_kind_and_data(runs):
+    meta = checkpoint.read_meta(str(runs / "transformer.npz"))
+    data = meta["extra"]["data"]
+    assert meta["config"]["kind"] == "transformer"
+    assert data == dict(names=str(runs / "names300.txt"), sha256=load_names(str(runs / "names300.txt")).sha256,
+                        split=SPLIT_RULE, L=16)
+    assert checkpoint.read_meta(str(runs / "ar.npz"))["config"]["kind"] == "ar_transformer"
+
+
+@pytest.mark.parametrize("script, other", [("scripts/train.py", "ar.npz"), ("scripts/train_ar.py", "transformer.npz"),
+                                           ("scripts/train_minimal.py", "transformer.npz")])
+def test_resume_of_another_kind_is_refused_and_writes_nothing(runs, script, other):
+    before = snapshot(runs)
+    line = one_line_error(run_script(script, "--resume", str(runs / other)))
+    assert "this script trains a" in line and "--resume" in line
+    assert snapshot(runs) == before
+
+
+def test_a_fresh_run_never_replaces_a_checkpoint(runs, tmp_path):
+    before = snapshot(runs)
+    line = one_line_error(run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"),
+                                     "--out", str(runs / "transformer.npz")))
+    assert "already holds a transformer model" in line and "--overwrite" in line
+    assert snapshot(runs) == before
+    # --overwrite replaces it: the user said so
+    target = tmp_path / "m.npz"
+    target.write_bytes((runs / "transformer.npz").read_bytes())
+    r = run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
+                   "--out", str(target), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.read_meta(str(target))["config"]["kind"] == "ar_transformer"
+
+
+def interrupted(source, target, step):
+    """A copy of checkpoint `source` that says it stopped at `step`, as a Ctrl-C there would have left it."""
+    meta = checkpoint.read_meta(str(source))
+    meta["step"] = step
+    return rewrite_meta(source, target, meta)
+
+
+def rewrite_meta(source, target, meta):
+    with np.load(source) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(target, **arrays)
+    return str(target)
+
+
+def test_resume_continues_in_place_and_a_finished_run_is_not_resumed(runs, tmp_path):
+    line = one_line_error(run_script("scripts/train_ar.py", "--resume", str(runs / "ar.npz")))
+    assert "has finished its 4 steps" in line
+    half = interrupted(runs / "ar.npz", tmp_path / "half.npz", 2)
+    r = run_script("scripts/train_ar.py", "--resume", half, "--num-samples", "0")
+    assert r.returncode == 0, r.stderr
+    assert "trained 2 steps" in r.stdout and f"saved {half}" in r.stdout
+    assert checkpoint.read_meta(half)["step"] == 4 and os.listdir(tmp_path) == ["half.npz"]
+
+
+def test_resume_keeps_its_own_data(runs, tmp_path):
+    half = interrupted(runs / "transformer.npz", tmp_path / "half.npz", 2)
+    line = one_line_error(run_script("scripts/train.py", "--resume", half, "--names", DEFAULT_NAMES))
+    assert "keeps its data" in line
+    assert "keeps it" in one_line_error(run_script("scripts/train.py", "--resume", half, "--L", "12"))
+
+
+# ----------------------------------------------------------------------------- 2. every tool checks the kind
+def test_sample_takes_either_kind(runs):
+    r = run_script("scripts/sample.py", "--checkpoint", str(runs / "ar.npz"), "--num", "6", "--template", "ma*")
+    assert r.returncode == 0, r.stderr
+    names = r.stdout.split()
+    assert len(names) == 6 and all(n.startswith("ma") for n in names)
+    r = run_script("scripts/sample.py", "--checkpoint", str(runs / "transformer.npz"), "--num", "6", "--template",
+                   "ma*")
+    assert r.returncode == 0 and all(n.startswith("ma") for n in r.stdout.split()), r.stderr
+
+
+@pytest.mark.parametrize("flags, says", [(["--template", "m__a"], "fixed prefix"), (["--template", "*a"], "prefix"),
+                                         (["--order", "margin"], "--order is an option of the masked sampler"),
+                                         (["--steps", "4"], "--steps"), (["--edit", "emma", "--positions", "1"],
+                                                                         "--edit"),
+                                         (["--forward", "emma"], "--forward")])
+def test_sample_refuses_what_an_ar_model_cannot_do(runs, flags, says):
+    assert says in one_line_error(run_script("scripts/sample.py", "--checkpoint", str(runs / "ar.npz"), *flags))
+
+
+def test_tools_that_need_one_kind_say_so(runs):
+    line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "ar.npz")))
+    assert "holds an ar_transformer model" in line and "--ar-checkpoint" in line
+    for script, flag in (("scripts/sampler_table.py", "--ar-checkpoint"), ("scripts/evaluate.py", "--ar-checkpoint"),
+                         ("scripts/compare.py", "--ar-checkpoint")):
+        args = ["--checkpoint", str(runs / "transformer.npz")] if script != "scripts/compare.py" else \
+            ["--diffusion-checkpoint", str(runs / "transformer.npz")]
+        line = one_line_error(run_script(script, *args, flag, str(runs / "transformer.npz")))
+        assert "holds a transformer model" in line and flag in line
+
+
+def test_evaluate_scores_an_ar_checkpoint(runs):
+    r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "ar.npz"), "--num-samples", "20")
+    assert r.returncode == 0, r.stderr
+    assert "test NLL (exact)" in r.stdout and "gen NLL" in r.stdout
+
+
+# ----------------------------------------------------------------------------- 3. the recorded names file
+def test_evaluate_uses_the_recorded_names_and_says_when_they_change(runs, tmp_path):
+    r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"), "--num-samples", "10")
+    assert r.returncode == 0, r.stderr
+    assert f"names: 300 from {runs / 'names300.txt'}" in r.stdout and "note:" not in r.stderr
+    other = tmp_path / "names.txt"
+    other.write_text((runs / "names300.txt").read_text() + "zed\n")
+    r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"), "--num-samples", "10",
+                   "--names", str(other))
+    assert r.returncode == 0 and r.stderr.count("note:") == 1 and "not on" in r.stderr, r.stderr
+    # the recorded file changed, or is gone: one line, exit 2
+    moved = other
+    meta = checkpoint.read_meta(str(runs / "transformer.npz"))
+    meta["extra"]["data"]["names"] = str(moved)
+    changed = rewrite_meta(runs / "transformer.npz", tmp_path / "changed.npz", meta)
+    assert "has changed since" in one_line_error(run_script("scripts/evaluate.py", "--checkpoint", changed))
+    meta["extra"]["data"]["names"] = str(tmp_path / "gone.txt")
+    gone = rewrite_meta(runs / "transformer.npz", tmp_path / "gone.npz", meta)
+    assert "is gone" in one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", gone))
+
+
+def test_a_moved_checkpoint_finds_names_txt_by_its_contents(tmp_path, capsys):
+    meta = dict(extra=dict(data=dict(names="/elsewhere/names.txt", sha256=load_names(DEFAULT_NAMES).sha256)))
+    assert cli.recorded_names("m.npz", meta) == DEFAULT_NAMES
+    assert "has its contents" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 4. outputs checked first
+@pytest.mark.parametrize("flags, says", [
+    (lambda d: ["--out", str(d)], "is a folder"),
+    (lambda d: ["--out", str(d / "names300.txt" / "m.npz")], "is a file, not a folder"),
+    (lambda d: ["--out", str(d / "new.npz"), "--json", str(d)], "--json"),
+    (lambda d: ["--out", str(d / "names300.txt")], "not a checkpoint"),
+])
+def test_bad_outputs_stop_before_training(runs, flags, says):
+    before = snapshot(runs)
+    r = run_script("scripts/train.py", *TINY, *flags(runs))
+    assert says in one_line_error(r) and "step" not in r.stdout
+    assert snapshot(runs) == before
+
+
+def test_output_folders_are_created(runs, tmp_path):
+    out, js = tmp_path / "a" / "b" / "m.npz", tmp_path / "c" / "figures.json"
+    r = run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
+                   "--out", str(out), "--json", str(js))
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and json.loads(js.read_text())["model"]["kind"] == "ar_transformer"
+
+
+def test_a_failed_save_is_rescued(tmp_path, capsys):
+    written = []
+
+    def write(path):
+        if path == str(tmp_path / "m.npz"):
+            raise OSError(28, "No space left on device")
+        written.append(path)
+    path = cli.save_or_rescue(str(tmp_path / "m.npz"), write)
+    assert written == [path] and path != str(tmp_path / "m.npz") and os.path.basename(path).endswith("m.npz")
+    assert f"saved to {path} instead" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 5. --L has a range
+def test_sequence_length_has_a_range_with_a_reason(runs):
+    assert "at most 64" in one_line_error(run_script("scripts/train.py", "--L", "1000"))
+    line = one_line_error(run_script("scripts/train.py", "--L", "40", "--names", str(runs / "names300.txt")))
+    assert "far above the longest name" in line
+
+
+# ----------------------------------------------------------------------------- 6. rough edges
+def test_flag_errors_are_one_line_with_a_pointer_to_help():
+    for script in ("scripts/train.py", "scripts/evaluate.py", "scripts/sample.py", "scripts/sampler_table.py",
+                   "scripts/compare.py"):
+        assert one_line_error(run_script(script, "--no-such-flag")).endswith("(see --help)")
+
+
+def test_num_samples_0_trains_and_does_not_sample(runs):
+    r = run_script("scripts/train_minimal.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
+                   "--out", str(runs / "no_samples.npz"))
+    assert r.returncode == 0 and "saved" in r.stdout and "T=" not in r.stdout, r.stderr
+    os.remove(runs / "no_samples.npz")
+
+
+def test_ctrl_c_while_sampling_is_one_line_and_exit_130(runs, tmp_path):
+    p = subprocess.Popen([sys.executable, "scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"),
+                          "--num-samples", "200000", "--out", str(tmp_path / "m.npz")], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("saved"):                      # trained and saved: now it samples
+            p.send_signal(signal.SIGINT)
+            break
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip() == f"interrupted (Ctrl-C); {tmp_path / 'm.npz'} holds step 4"
+
+
+def test_ctrl_c_while_evaluating_is_one_line_and_exit_130(runs):
+    p = subprocess.Popen([sys.executable, "scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"),
+                          "--names", DEFAULT_NAMES], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("model:"):                     # the test split is being scored
+            p.send_signal(signal.SIGINT)
+            break
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
+
+
+def test_non_ascii_names_are_shown_as_text(tmp_path):
+    path = tmp_path / "n.txt"
+    path.write_bytes("anna\nJosé\n".encode())
+    line = one_line_error(run_script("scripts/train.py", "--names", str(path)))
+    assert "'José'" in line and "\\x" not in line
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    from diffusion.models import MLPDenoiser
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(str(tmp_path / "m.npz"), MLPDenoiser(L=4, hidden=4))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644
+
+
+def test_figures_are_described_in_plain_words():
+    lines = format_likelihood(dict(nelbo=dict(nll=2.1, se=0.01, repeats=4, method="identity", seconds=1.0),
+                                   nll=dict(nll=2.0, se=0.02, seconds=1.0)))
+    assert "4 mask draws a name" in lines[0] and "which names happen to be in the test split" in lines[1]
+    assert not any(re.search(r"Monte-Carlo|\bse:|identity,", line) for line in lines)
+
+
+# ----------------------------------------------------------------------------- 7. one checkpoint convention
+DEFAULT_OUTS = {"train.py": "runs/transformer.npz", "train_ar.py": "runs/ar.npz", "train_minimal.py": "runs/mlp.npz",
+                "train_pure.py": "runs/skip_mlp.npz"}
+
+
+def test_every_trainer_writes_the_conventional_path():
+    for script, out in DEFAULT_OUTS.items():
+        source = open(os.path.join(ROOT, "scripts", script)).read()
+        assert f'out="{out}"' in source and f"save {out}" in source, script
+    assert cli.trainer_parser("x").parse_args([]).out is None          # resolved per script and --resume
+
+
+def commands(text):
+    """The shell commands of a document or docstring, joined across backslash line ends."""
+    return re.findall(r"python (scripts/\w+\.py[^\n`#\\]*(?:\\\n[^\n`#\\]*)*)", text)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/diffusion.md", "scripts/sample.py", "scripts/evaluate.py",
+                                 "scripts/sampler_table.py", "scripts/train.py", "scripts/train_ar.py",
+                                 "scripts/compare.py"])
+def test_documented_commands_read_checkpoints_an_earlier_command_writes(doc):
+    """Every checkpoint a documented command reads (--checkpoint, --resume, ...) is a trainer's default path or an
+    --out of a command shown before it; a command without --checkpoint reads runs/transformer.npz."""
+    written = set(DEFAULT_OUTS.values())
+    for command in commands(open(os.path.join(ROOT, doc)).read()):
+        for path in re.findall(r"--(?:\w+-)?checkpoint (\S+)|--resume (\S+)", command):
+            path = "".join(path)
+            assert path in written, f"{doc}: {command!r} reads {path}, which no earlier command writes"
+        written.update(re.findall(r"--out (\S+\.npz)", command))
+        written.update(f"{prefix}_{k}.npz" for prefix in re.findall(r"compare\.py.*--out (\S+)", command)
+                       for k in ("ar", "diffusion"))
