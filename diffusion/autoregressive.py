@@ -17,31 +17,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygrad_lite import functional as F, nn, no_grad
+from tinygrad_lite import functional as F, no_grad
 
-from .data import LETTERS, MASK, NUM_CLASSES, PAD, VOCAB_SIZE, chars_per_name, encode
+from .data import LETTERS, MASK, NUM_CLASSES, PAD, chars_per_name, encode
 from .draw import draw, tempered_softmax
+from .models import Transformer
 from .predict import predict_logits
 
 START = MASK
 
 
-class ARTransformer(nn.Module):
-    """Token + position embeddings -> `layers` pre-norm causal Transformer blocks (width `dim`, `heads` heads)
-    -> LayerNorm -> Linear -> next-token logits (B, T, 27), T <= L. Same blocks and size as the default
-    TransformerDenoiser, with causal=True. `config` rebuilds it through models.build_model."""
+class ARTransformer(Transformer):
+    """The project's Transformer (models.Transformer) with causal=True: next-token logits (B, T, 27), T <= L.
+    Same blocks and size as the default TransformerDenoiser. `config` rebuilds it (checkpoint.build_model)."""
 
     autoregressive = True
     time_input = False
 
     def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0):
+        super().__init__(L, dim, layers, heads, dropout, causal=True)
         self.config = dict(kind="ar_transformer", L=L, dim=dim, layers=layers, heads=heads, dropout=dropout)
-        self.L = L
-        self.tok = nn.Embedding(VOCAB_SIZE, dim)
-        self.pos = nn.Embedding(L, dim)
-        self.blocks = [nn.TransformerBlock(dim, heads, causal=True, dropout=dropout) for _ in range(layers)]
-        self.ln_f = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, NUM_CLASSES)
 
     def forward(self, inputs):
         """inputs (B, T) token ids, T <= L (START first) -> logits (B, T, 27); position i sees inputs[:, :i+1]."""
@@ -49,10 +44,7 @@ class ARTransformer(nn.Module):
         if inputs.ndim != 2 or not 1 <= inputs.shape[1] <= self.L:
             raise ValueError(f"ARTransformer: expected input rows of shape (B, T) with 1 <= T <= {self.L}, "
                              f"got {inputs.shape}")
-        h = self.tok(inputs) + self.pos(np.arange(inputs.shape[1]))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(self.ln_f(h))
+        return self.logits(inputs)
 
 
 def is_autoregressive(model):

@@ -14,11 +14,24 @@ import zipfile
 
 import numpy as np
 
-from .models import build_model
+from .autoregressive import ARTransformer
+from .models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser
+
+MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
+          "ar_transformer": ARTransformer}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why (missing, corrupt, wrong architecture)."""
+
+
+def build_model(config):
+    """Rebuild a denoiser (or the AR baseline) from its `config` dict, as a checkpoint stores it."""
+    config = dict(config)
+    kind = config.pop("kind")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(MODELS)}")
+    return MODELS[kind](**config)
 
 
 def _umask():

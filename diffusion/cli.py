@@ -64,6 +64,19 @@ positive_float = _number(float, 0.0)
 nonnegative_float = _number(float, 0.0, inclusive=True)
 
 
+def comma_list(kind, what, low=None):
+    """An argparse type: 'a,b,c' -> [kind(a), kind(b), kind(c)], at least one value, each >= low if given."""
+    def parse(text):
+        try:
+            values = [kind(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            values = []
+        if not values or (low is not None and min(values) < low):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}")
+        return values
+    return parse
+
+
 def sequence_length(text):
     """--L: 1..MAX_L (a run also checks it against the data's longest name: see prepare)."""
     value = positive_int(text)

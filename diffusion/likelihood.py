@@ -20,7 +20,7 @@ import numpy as np
 
 from tinygrad_lite import Tensor, functional as F, no_grad
 
-from .data import PAD, chars_per_name
+from .data import LETTERS, PAD, chars_per_name
 from .predict import predict_logits
 from .process import mask_exactly, q_sample, sample_times
 
@@ -104,7 +104,7 @@ def unigram_nll(train, test):
     """Baseline: nats/char of test names under letter + end-token frequencies of train (add-one smoothed).
     train, test: (N, L) token rows. What a model that ignores context entirely would score."""
     def counts(x):
-        letters = np.bincount(x[x != PAD], minlength=26).astype(np.float64)
+        letters = np.bincount(x[x != PAD], minlength=len(LETTERS)).astype(np.float64)
         return np.append(letters, len(x))                                # + one end token per name
     p = (counts(train) + 1) / (counts(train) + 1).sum()
     return float(-(counts(test) * np.log(p)).sum() / chars_per_name(test).sum())

@@ -1,7 +1,10 @@
 """Sample-quality figures for a list of generated names, against the training and test names."""
 import numpy as np
 
-BOUNDARY = 26   # the start/end symbol of a name in the bigram counts (letters are 0..25)
+from .data import LETTERS, PAD
+
+BOUNDARY = PAD   # the start/end symbol of a name in the bigram counts (letters are 0..25)
+SYMBOLS = len(LETTERS) + 1
 
 
 def length_tv(samples, reference):
@@ -15,9 +18,9 @@ def length_tv(samples, reference):
 def bigram_counts(names):
     """(27, 27) counts of character bigrams over '^name$' (index 26 is both ^ and $): a name of n letters
     gives n + 1 bigrams, e.g. 'ab' -> ^a, ab, b$."""
-    counts = np.zeros((27, 27))
+    counts = np.zeros((SYMBOLS, SYMBOLS))
     for name in names:
-        ids = [BOUNDARY] + [ord(c) - 97 for c in name] + [BOUNDARY]
+        ids = [BOUNDARY] + [LETTERS.index(c) for c in name] + [BOUNDARY]
         np.add.at(counts, (ids[:-1], ids[1:]), 1)
     return counts
 

@@ -1,6 +1,9 @@
-"""The three denoisers. Each maps a partly masked row xt (B, L) of token ids (and optionally the time t (B,))
-to logits (B, L, 27) over letters + PAD: the SUBS parameterization never predicts MASK, and the loss and the
-sampler only read predictions at masked positions (unmasked tokens are carried over unchanged).
+"""The three denoisers, and the one Transformer they share with the AR baseline.
+
+Each denoiser maps a partly masked row xt (B, L) of token ids (and optionally the time t (B,)) to logits
+(B, L, 27) over letters + PAD: the SUBS parameterization never predicts MASK, and the loss and the sampler only
+read predictions at masked positions (unmasked tokens are carried over unchanged). `Transformer` is the
+network of both the default denoiser (bidirectional) and the AR baseline (causal=True, autoregressive.py).
 """
 import numpy as np
 
@@ -10,7 +13,7 @@ from .data import NUM_CLASSES, VOCAB_SIZE
 
 
 class Denoiser(nn.Module):
-    """Shared plumbing: `config` rebuilds the model (build_model(config)); `time_input` says whether it reads t."""
+    """Shared plumbing: `config` rebuilds the model (checkpoint.build_model); `time_input` says whether it reads t."""
 
     def __init__(self, kind, L, time_input, **hyper):
         self.config = dict(kind=kind, L=L, time_input=time_input, **hyper)
@@ -24,11 +27,16 @@ class Denoiser(nn.Module):
             raise ValueError(f"{type(self).__name__} reads the time t: pass t (B,) to forward")
         return Tensor(np.asarray(t, dtype=np.float32).reshape(B, 1))
 
-    def _one_hot(self, xt):
-        """(B, L) ids -> (B, L * 28) float32 one-hot rows: the MLPs' input (a constant, so no graph)."""
+    def _rows(self, xt):
+        """xt as a (B, L) array of token ids, or a ValueError naming the model and the shape."""
         xt = np.asarray(xt)
         if xt.ndim != 2 or xt.shape[1] != self.L:
             raise ValueError(f"{type(self).__name__}: expected token rows of shape (B, {self.L}), got {xt.shape}")
+        return xt
+
+    def _one_hot(self, xt):
+        """(B, L) ids -> (B, L * 28) float32 one-hot rows: the MLPs' input (a constant, so no graph)."""
+        xt = self._rows(xt)
         B = xt.shape[0]
         onehot = np.zeros((B, self.L * VOCAB_SIZE), dtype=np.float32)
         onehot[np.arange(B)[:, None], np.arange(self.L) * VOCAB_SIZE + xt] = 1.0
@@ -67,43 +75,41 @@ class SkipMLPDenoiser(MLPDenoiser):
         return self.fc2(h2).reshape(-1, self.L, NUM_CLASSES)
 
 
-class TransformerDenoiser(Denoiser):
-    """Token + position (+ optional time) embeddings -> `layers` pre-norm bidirectional Transformer blocks
-    (`heads` heads, width `dim`) -> LayerNorm -> Linear -> logits (B, L, 27). Every position attends to every
-    other (no causal mask): the denoiser reads both sides of a gap."""
+class Transformer(nn.Module):
+    """The project's one Transformer: token + position (+ optional time) embeddings -> `layers` pre-norm blocks
+    (width `dim`, `heads` heads) -> LayerNorm -> Linear -> logits (B, T, 27) over letters + PAD.
 
-    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0, time_input=False):
-        super().__init__("transformer", L, time_input, dim=dim, layers=layers, heads=heads, dropout=dropout)
+    causal=False: every position attends to every other, so a denoiser reads both sides of a gap
+    (TransformerDenoiser). causal=True: position i attends to positions <= i, the autoregressive baseline
+    (autoregressive.ARTransformer). Everything else is shared."""
+
+    def __init__(self, L, dim, layers, heads, dropout, causal, time_input=False):
+        self.L, self.causal = L, causal
         self.tok = nn.Embedding(VOCAB_SIZE, dim)
         self.pos = nn.Embedding(L, dim)
         self.time = nn.Linear(1, dim) if time_input else None
-        self.blocks = [nn.TransformerBlock(dim, heads, dropout=dropout) for _ in range(layers)]
+        self.blocks = [nn.TransformerBlock(dim, heads, causal=causal, dropout=dropout) for _ in range(layers)]
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, NUM_CLASSES)
 
-    def forward(self, xt, t=None):
-        xt = np.asarray(xt)
-        if xt.ndim != 2 or xt.shape[1] != self.L:
-            raise ValueError(f"TransformerDenoiser: expected token rows of shape (B, {self.L}), got {xt.shape}")
-        h = self.tok(xt) + self.pos(np.arange(self.L))
-        tcol = self._time_column(t, xt.shape[0])
+    def logits(self, tokens, tcol=None):
+        """tokens (B, T) ids, T <= L -> logits (B, T, 27). tcol: the (B, 1) time column, or None."""
+        h = self.tok(tokens) + self.pos(np.arange(tokens.shape[1]))
         if tcol is not None:
-            h = h + self.time(tcol).reshape(xt.shape[0], 1, -1)
+            h = h + self.time(tcol).reshape(len(tokens), 1, -1)
         for block in self.blocks:
             h = block(h)
         return self.head(self.ln_f(h))
 
 
-from .autoregressive import ARTransformer  # noqa: E402  (the AR baseline, so checkpoint.load rebuilds it too)
+class TransformerDenoiser(Denoiser, Transformer):
+    """The default denoiser: the bidirectional Transformer (causal=False) on xt (B, L), with the time t as one
+    more embedding when time_input."""
 
-MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
-          "ar_transformer": ARTransformer}
+    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0, time_input=False):
+        Denoiser.__init__(self, "transformer", L, time_input, dim=dim, layers=layers, heads=heads, dropout=dropout)
+        Transformer.__init__(self, L, dim, layers, heads, dropout, causal=False, time_input=time_input)
 
-
-def build_model(config):
-    """Rebuild a denoiser (or the AR baseline) from its `config` dict (as stored in a checkpoint)."""
-    config = dict(config)
-    kind = config.pop("kind")
-    if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(MODELS)}")
-    return MODELS[kind](**config)
+    def forward(self, xt, t=None):
+        xt = self._rows(xt)
+        return self.logits(xt, self._time_column(t, xt.shape[0]))

@@ -17,8 +17,6 @@ import numpy as np
 
 from tinygrad_lite import optim
 
-from .loss import diffusion_loss
-from .schedule import get_schedule
 
 
 @dataclass
@@ -87,12 +85,12 @@ class _BestWeights:
         return bool(self.patience) and self.bad >= self.patience
 
 
-def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_state=None, save=None,
+def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state=None, save=None,
           save_every=0, metric="nelbo", validate=None):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
-    loss_fn(model, x0, rng) -> (loss Tensor, figure to log in nats/char, named `metric` in the log);
-    default: the diffusion loss with cfg.schedule and cfg.objective.
+    loss_fn(model, x0, rng) -> (loss Tensor, figure to log in nats/char, named `metric` in the log), e.g. the
+    diffusion loss (cli.objective builds it from cfg.objective and cfg.schedule) or the AR model's next-token NLL.
     save(step, optimizer) is called every save_every steps, at the end, and before stopping on Ctrl-C.
     validate(model) -> held-out figure in nats/char (lower is better), called every cfg.eval_every steps (in
     eval mode) when both are set: keeps the best weights, stops early after cfg.patience bad validations, and
@@ -103,11 +101,6 @@ def train(model, x_train, cfg, loss_fn=None, log=print, start_step=0, optimizer_
     (without saving: the last good checkpoint stays)."""
     if cfg.batch_size > len(x_train):
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(x_train)} training names")
-    if loss_fn is None:
-        schedule = get_schedule(cfg.schedule)
-
-        def loss_fn(model, x0, rng):
-            return diffusion_loss(model, x0, schedule, rng, cfg.objective)
     params = model.parameters()                    # walked once: the module tree does not change while training
     opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:

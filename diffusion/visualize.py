@@ -1,7 +1,7 @@
 """Text pictures of the two processes on names: forward (noising) and reverse (unmasking)."""
 import numpy as np
 
-from .data import LETTERS, encode, show
+from .data import LETTERS, MASK, encode, show
 
 
 def forward_view(name, schedule, L, times=(0.0, 0.25, 0.5, 0.75, 1.0), seed=0):
@@ -20,7 +20,7 @@ def forward_view(name, schedule, L, times=(0.0, 0.25, 0.5, 0.75, 1.0), seed=0):
     lines = []
     for t in times:
         rate = float(schedule.mask_rate(t))
-        xt = np.where(u < rate, 27, x0)
+        xt = np.where(u < rate, MASK, x0)
         lines.append(f"t={t:.2f}  mask rate {rate:.2f}  {show(xt)}")
     return lines
 

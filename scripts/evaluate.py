@@ -1,6 +1,6 @@
 """Evaluate a saved model (denoiser or AR baseline) on the test split: likelihood and sample quality.
 
-    python scripts/evaluate.py                                      # runs/transformer.npz, on the names it was trained on
+    python scripts/evaluate.py                            # runs/transformer.npz, on the names it was trained on
     python scripts/evaluate.py --checkpoint runs/ar.npz
     python scripts/evaluate.py --checkpoint runs/transformer.npz --ar-checkpoint runs/ar.npz --temperature 0.8
 

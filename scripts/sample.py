@@ -25,8 +25,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion.autoregressive import is_autoregressive, sample_ar  # noqa: E402
-from diffusion.cli import (OneLineParser, fail, load_checkpoint, nonnegative_float, positive_float,  # noqa: E402
-                           positive_int, script_main)
+from diffusion.cli import (OneLineParser, comma_list, fail, load_checkpoint, nonnegative_float,  # noqa: E402
+                           positive_float, positive_int, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
 from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
@@ -46,20 +46,6 @@ def length_arg(text):
     raise argparse.ArgumentTypeError(f"{text!r} is not a length N or a range MIN-MAX")
 
 
-def int_list(text):
-    try:
-        return [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-
-
-def float_list(text):
-    try:
-        return [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-
-
 def parser():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +63,8 @@ def parser():
                    help="name length, or a range of lengths")
     g.add_argument("--template", default=None, help="e.g. 'm__a', 'ma*', '*ette' (see below)")
     g.add_argument("--edit", default=None, metavar="NAME", help="a name to edit; needs --positions")
-    g.add_argument("--positions", type=int_list, default=None, help="0-based positions of --edit to resample")
+    g.add_argument("--positions", type=comma_list(int, "whole numbers"), default=None,
+                   help="0-based positions of --edit to resample")
     g = p.add_argument_group("sampler variant")
     g.add_argument("--order", choices=ORDERS, default="max_prob",
                    help="which masked positions to reveal first (default max_prob)")
@@ -93,7 +80,8 @@ def parser():
     g.add_argument("--show-steps", action="store_true", help="print each sample's unmasking step by step")
     g.add_argument("--forward", default=None, metavar="NAME", help="print the forward (noising) process of NAME "
                    "at --times and exit")
-    g.add_argument("--times", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], help="for --forward")
+    g.add_argument("--times", type=comma_list(float, "numbers"), default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="for --forward")
     return p
 
 

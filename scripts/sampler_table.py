@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.cli import (OneLineParser, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
-                           positive_float, positive_int, recorded_names, save_json, script_main)
+from diffusion.cli import (OneLineParser, check_writable, comma_list, fail, load_checkpoint,  # noqa: E402
+                           load_data, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluate import ordered_nll  # noqa: E402
 from diffusion.likelihood import chars_per_name  # noqa: E402
@@ -43,16 +43,6 @@ VARIANTS = {
 }
 
 
-def int_list(text):
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps >= 1")
-    return values
-
-
 def own_distribution(model, data, tokens):
     """The default sampler at S = L and T = 1 reveals one token a step: it draws exactly the model that the
     length-first ordered likelihood scores (tests/test_sampler.py checks it). Its samples' NLL under that
@@ -72,7 +62,8 @@ def main():
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--num", type=positive_int, default=1000, help="names per cell (default 1000)")
     p.add_argument("--temperature", type=positive_float, default=1.0)
-    p.add_argument("--steps", type=int_list, default=[2, 4, 8, 16], help="comma-separated S values")
+    p.add_argument("--steps", type=comma_list(int, "steps >= 1", low=1), default=[2, 4, 8, 16],
+                   help="comma-separated S values")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")

@@ -253,7 +253,8 @@ def test_ctrl_c_while_sampling_is_one_line_and_exit_130(runs, tmp_path):
 
 def test_ctrl_c_while_evaluating_is_one_line_and_exit_130(runs):
     p = subprocess.Popen([sys.executable, "scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"),
-                          "--names", DEFAULT_NAMES], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--names", DEFAULT_NAMES], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     for line in p.stdout:
         if line.startswith("model:"):                     # the test split is being scored
             p.send_signal(signal.SIGINT)
