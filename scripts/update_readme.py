@@ -2,6 +2,7 @@
 
     python scripts/update_readme.py             # train the three default models (~10 min), rewrite everything
     python scripts/update_readme.py --files     # only the file table with line counts (instant)
+    python scripts/update_readme.py --check     # change nothing; exit 1 if the file table is stale
     python scripts/update_readme.py --bench     # also rerun scripts/bench.py for the speed table (~3 min)
 
 Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers. Training runs write
@@ -248,11 +249,15 @@ def bench_table():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", action="store_true", help="only regenerate the file table")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the file table is stale")
     p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/readme/ instead of training")
     p.add_argument("--bench", action="store_true", help="also rerun scripts/bench.py for the speed table")
     args = p.parse_args()
     with open(README) as f:
         text = f.read()
+    if args.check:
+        stale = replace_section(text, "files", file_table()) != text
+        sys.exit("README.md's file table is stale: run python scripts/update_readme.py --files" if stale else 0)
     text = replace_section(text, "files", file_table())
     if not args.files:
         os.makedirs(RUNS, exist_ok=True)
