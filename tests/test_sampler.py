@@ -15,7 +15,8 @@ from diffusion.data import LETTERS, MASK, PAD, decode
 from diffusion.evaluate import ordered_nll
 from diffusion.models import TransformerDenoiser
 from diffusion.predict import distinct_rows, predict_logits
-from diffusion.sampler import ORDERS, edit_template, length_probs, parse_template, sample
+from diffusion.sampler import (ORDERS, Options, Positions, edit_template, length_probs, parse_template, reverse_step,
+                               sample)
 from diffusion.schedule import CosineSchedule, LinearSchedule
 from diffusion.visualize import forward_view, reverse_view
 
@@ -228,6 +229,35 @@ def test_sampler_table_script(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown variant" in r.stderr
 
 
+def test_the_core_step_reveals_a_uniformly_random_subset_with_draws_from_the_denoiser():
+    """reverse_step with order="random" and every other option off is the step of sampler.py's docstring: the
+    denoiser predicts every position, a token is drawn at each, and all but keep[i] of row i's masked positions,
+    chosen uniformly at random, are revealed with their draws; revealed tokens stay. Here p_theta is 'a', 'b',
+    'c' with probabilities 0.5, 0.3, 0.2 at every position, position 0 is already revealed, and 3 of the 5
+    masked positions are revealed: each of the C(5, 3) = 10 subsets must come up about equally often."""
+    n, q = 20000, LETTERS.index("q")
+    x = np.full((n, L), MASK)
+    x[:, 0] = q
+    logits = np.full((L, PAD + 1), -1e9)
+    logits[:, :3] = np.log([0.5, 0.3, 0.2])
+    predict = lambda rows: (np.repeat(logits[None], len(rows), axis=0), len(rows))  # noqa: E731
+    opts = Options(L, steps=L, schedule=CosineSchedule(), temperature=1.0, order="random", choice_temperature=0.0,
+                   threshold=None, remask=0.0, top_k=None, top_p=1.0)
+    nothing = np.zeros((n, L), dtype=bool)
+    before = x.copy()
+    revealed, remasked, ran = reverse_step(predict, x, np.full(n, 2), 0, Positions(nothing, nothing, nothing), opts,
+                                           np.random.default_rng(0))
+    assert np.all(x[:, 0] == q) and ran == n and not remasked.any()
+    assert np.array_equal(revealed, (before == MASK) & (x != MASK)) and np.all(revealed.sum(1) == 3)
+    freq = np.bincount(x[revealed], minlength=3) / revealed.sum()          # 60,000 draws: sd <= 0.0021
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.01)
+    subsets = revealed[:, 1:] @ (1 << np.arange(L - 1))                    # which 3 of the 5, as a bit pattern
+    counts = np.bincount(subsets, minlength=1 << (L - 1))
+    three = [s for s in range(1 << (L - 1)) if bin(s).count("1") == 3]
+    assert counts.sum() == counts[three].sum() and len(three) == 10
+    np.testing.assert_allclose(counts[three] / n, 0.1, atol=0.011)          # sd 0.0021 each
+
+
 class OracleDenoiser(TransformerDenoiser.__mro__[1]):
     """The exact denoiser of a known distribution over a few names: p(x_i | xt) is the posterior over the
     names that agree with xt's revealed tokens, marginalized at position i. Sampling one token a step in
@@ -285,8 +315,6 @@ def test_predict_logits_runs_each_distinct_row_once():
     assert predict_logits(MODEL, x[:0]).shape == (0, L, 27)
     big = np.array([[0, 1], [65536, 1], [0, 1]])             # ids past int16 stay distinct (bytes of int64)
     assert [len(f) for f in distinct_rows(big)] == [2, 3] and list(distinct_rows(big)[1]) == [0, 1, 0]
-
-
 
 
 def test_length_probs_keeps_every_length_possible():
