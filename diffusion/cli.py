@@ -22,7 +22,7 @@ import tinygrad_lite as tl
 from . import checkpoint
 from .autoregressive import ar_loss, is_autoregressive, row_nll
 from .data import DEFAULT_NAMES, NamesData, NamesFileError, chars_per_name, load_names
-from .evaluate import format_likelihood, likelihood_figures, sample_quality
+from .evaluation import format_likelihood, likelihood_figures, sample_quality
 from .likelihood import nelbo, unigram_nll
 from .loss import OBJECTIVES, diffusion_loss
 from .metrics import format_report
@@ -402,7 +402,7 @@ def objective(model, cfg, data):
 
 
 def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, orders=()):
-    """Train either kind of model (fit), score the test split (evaluate.likelihood_figures: the AR NLL, or the
+    """Train either kind of model (fit), score the test split (evaluation.likelihood_figures: the AR NLL, or the
     NELBO and the fixed-`orders` likelihoods of a denoiser), save the checkpoint with the figures and the
     validation curve. Returns dict(result, likelihood, unigram, test)."""
     loss_fn, validate, metric = objective(model, cfg, data)

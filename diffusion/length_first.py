@@ -57,7 +57,7 @@ def length_probs(p_pad, floor=1e-12):
     (..., L): P(length <= i) is their running max (made monotone), with P(length <= L) = 1, and P(length = n)
     its differences, plus `floor`: where the model's PAD probabilities dip, the running max would give a
     length probability 0, and a real name of that length an infinite NLL. Shared by the sampler's length
-    draw and evaluate's length-first likelihood, so the likelihood is exactly that of the sampler's draw."""
+    draw and evaluation's length-first likelihood, so the likelihood is exactly that of the sampler's draw."""
     cdf = np.maximum.accumulate(p_pad, axis=-1)
     return np.clip(np.diff(cdf, axis=-1, append=np.ones(cdf.shape[:-1] + (1,))), 0, None) + floor
 

@@ -20,7 +20,7 @@ from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion.cli import (DEFAULT_L, check_free, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
                            recorded_names, save_json, script_main, train_and_test, trainer_parser)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
-from diffusion.evaluate import (ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
+from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
                                 markdown_table, sample_quality, samples_table)
 from diffusion.models import TransformerDenoiser  # noqa: E402
 from diffusion.trainer import TrainConfig  # noqa: E402
@@ -80,7 +80,7 @@ def get_model(kind, given, args, data):
     model = KINDS[kind][1](args)
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     args.out = out_path(args, kind)
-    trained = train_and_test(args, data, model, cfg, orders=ORDERS)
+    trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS)
     result = trained["result"]
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
                        train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diffusion.cli import (OneLineParser, check_writable, comma_list, fail, load_checkpoint,  # noqa: E402
                            load_data, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.data import decode  # noqa: E402
-from diffusion.evaluate import ordered_nll  # noqa: E402
+from diffusion.evaluation import ordered_nll  # noqa: E402
 from diffusion.likelihood import chars_per_name  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402

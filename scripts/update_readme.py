@@ -102,7 +102,7 @@ def contrast_table(path):
     """The classic words-only contrast of AR and diffusion, each row with its measured figures from compare.py's
     JSON (default budget): calls, speed, likelihood, diversity, length and the few-steps weak spot."""
     sys.path.insert(0, ROOT)
-    from diffusion.evaluate import markdown_table
+    from diffusion.evaluation import markdown_table
     with open(path) as f:
         c = json.load(f)
     num, temp = c["settings"]["num_samples"], c["settings"]["sweep_temperature"]
@@ -193,7 +193,7 @@ def refresh_long_samples(path):
     from diffusion import checkpoint
     from diffusion.cli import SWEEP
     from diffusion.data import NamesData
-    from diffusion.evaluate import sample_quality
+    from diffusion.evaluation import sample_quality
     with open(path) as f:
         run = json.load(f)
     model = checkpoint.load(path.replace(".json", ".npz"))[0]

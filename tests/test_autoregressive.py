@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import tinygrad_lite as tl
 from diffusion import checkpoint

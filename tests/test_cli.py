@@ -17,7 +17,7 @@ import pytest
 
 from diffusion import checkpoint, cli
 from diffusion.data import DEFAULT_NAMES, SPLIT_RULE, load_names
-from diffusion.evaluate import format_likelihood
+from diffusion.evaluation import format_likelihood
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--steps", "4", "--batch-size", "16", "--log-every", "2"]

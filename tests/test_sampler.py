@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
-from diffusion.evaluate import ordered_nll
+from diffusion.evaluation import ordered_nll
 from diffusion.models import TransformerDenoiser
 from diffusion.predict import distinct_rows, predict_logits
 from diffusion.sampler import (ORDERS, Options, Positions, edit_template, length_probs, parse_template, reverse_step,
@@ -329,7 +329,7 @@ def test_length_probs_keeps_every_length_possible():
 
 def test_default_sampler_draws_the_length_first_likelihoods_distribution():
     """With S = L and T = 1 the default sampler (length first, then the most probable letter) reveals one token a
-    step, so it is an autoregressive model over a data-dependent order, and evaluate's length-first ordered
+    step, so it is an autoregressive model over a data-dependent order, and evaluation's length-first ordered
     likelihood scores exactly that model. On a tiny denoiser, peaked and biased toward PAD, the likelihood of
     every valid name (L = 3: 18,278) must sum to 1 and the 30 likeliest names must be drawn at their
     probabilities. Two controls must not match: the same samples against left-to-right order, and the plain

@@ -8,7 +8,7 @@ import pytest
 import tinygrad_lite as tl
 from diffusion.autoregressive import ARTransformer, name_nll
 from diffusion.data import LETTERS, MASK, NUM_CLASSES, PAD, encode
-from diffusion.evaluate import curves_table, likelihood_figures, likelihood_table, ordered_nll, ratio_figure
+from diffusion.evaluation import curves_table, likelihood_figures, likelihood_table, ordered_nll, ratio_figure
 from diffusion.metrics import bigram_kl, generative_nll, length_tv, sample_report
 from diffusion.models import TransformerDenoiser
 

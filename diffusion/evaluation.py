@@ -35,7 +35,7 @@ from .predict import predict_logits
 from .sampler import length_probs, sample
 from .schedule import CosineSchedule
 
-ORDERS = ("left_to_right", "confident", "length_first")
+DECODING_ORDERS = ("left_to_right", "confident", "length_first")
 
 
 def ratio_figure(nll, chars):
@@ -55,8 +55,8 @@ def ordered_nll(model, x, order="left_to_right", schedule=None, batch_size=2048)
     """Exact -log p(x) (nats, per row: (N,)) of rows x (N, L) under the denoiser decoding one position at a
     time in `order`, teacher forcing the true token (see the module docstring). L forward passes per batch.
     schedule: for time-conditioned denoisers, t is the time whose mask rate equals the row's MASK fraction."""
-    if order not in ORDERS:
-        raise ValueError(f"ordered_nll: order must be one of {ORDERS}, got {order!r}")
+    if order not in DECODING_ORDERS:
+        raise ValueError(f"ordered_nll: order must be one of {DECODING_ORDERS}, got {order!r}")
     schedule = schedule or CosineSchedule()
     was_training = model.training
     model.eval()
@@ -124,7 +124,7 @@ def _length_first_chunk(model, x, schedule):
     return np.where(valid, nll, np.inf)
 
 
-def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=ORDERS):
+def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS):
     """Likelihood figures of `model` on rows x (N, L), nats/char, each dict(nll, se, seconds).
     AR: {'nll'}; denoiser: {'nelbo'} + one per decoding order in `orders` (default all: 'left_to_right',
     'confident', 'length_first'); nelbo also holds repeats and method."""
