@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion.cli import (OneLineParser, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
                            nonnegative_float, positive_float, positive_int, recorded_names, save_json, script_main)
-from diffusion.evaluate import evaluate_model, format_likelihood  # noqa: E402
+from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
 
 
