@@ -10,7 +10,6 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from tinygrad_lite import Tensor, concatenate, gradcheck, is_grad_enabled, no_grad, where
 from tinygrad_lite import functional as F
@@ -255,7 +254,7 @@ def test_numpy_arrays_keep_their_dtype():
 @pytest.mark.parametrize("op", [
     lambda x: 0.5 * x, lambda x: x * 0.5, lambda x: x + 1.0, lambda x: 1.0 - x, lambda x: x / 3.0,
     lambda x: 3.0 / x, lambda x: x ** 2, lambda x: 2.0 ** x, lambda x: -x, lambda x: x.sqrt(),
-    lambda x: x.mean(), lambda x: x.var(), lambda x: x.sigmoid(), lambda x: x.gelu(),
+    lambda x: x.mean(), lambda x: x.var(), lambda x: x.sigmoid(), lambda x: x.gelu(), F.gelu,
     lambda x: x.softmax(-1), lambda x: x.masked_fill(np.array([True, False]), 1e30),
     lambda x: np.float64(0.5) * x, lambda x: np.array([1.0, 2.0]) + x,
 ])
@@ -358,6 +357,8 @@ def test_gradcheck_rejects_tanh_with_the_wrong_sign(monkeypatch):
         gradcheck(lambda t: t.tanh(), [x])
     with pytest.raises(AssertionError):                        # sigmoid is built on tanh: caught there too
         gradcheck(lambda t: t.sigmoid(), [x])
+    with pytest.raises(AssertionError):                        # and so is Tensor.gelu
+        gradcheck(lambda t: t.gelu(), [x])
 
 
 def _flipped_scale(x, c):

@@ -2,10 +2,10 @@
 
 gradcheck runs in float64 with a random upstream gradient G and its default tolerances (rtol 1e-5,
 atol 1e-7) — never loosened here. A finite difference is only meaningful where the function is smooth,
-so the strategies keep inputs away from kinks and domain edges instead (relu not near 0, log/sqrt/pow
-bases >= 0.1, denominators away from 0, max inputs without ties, norm rows not near-constant/zero).
+so the strategies (tests/strategies.py) keep inputs away from kinks and domain edges instead.
 Each test also checks the forward value against NumPy, so a shape or value bug cannot hide behind a
-self-consistent backward.
+self-consistent backward. The fused ops of functional.py are also checked against the composition of
+primitives each one stands for (values and gradients), and the float32 paths against float64.
 """
 import math
 
@@ -18,34 +18,11 @@ from hypothesis import strategies as st
 import tinygrad_lite
 from tinygrad_lite import Tensor, concatenate, gradcheck, stack, where
 from tinygrad_lite import functional as F
+from strategies import (AWAY_FROM_ZERO, FLOATS, NONSCALAR_SHAPES, POSITIVE, RELU_SAFE, SHAPES, arrays,
+                        attention_inputs, axis_args, cross_entropy_cases, distinct_arrays, embedding_inputs,
+                        linear_inputs, norm_inputs, rows_not_flat)
 
-# ---------------------------------------------------------------------------------------------- strategies
-FLOATS = st.floats(-3, 3)                                   # bounded: no overflow, modest derivatives
-AWAY_FROM_ZERO = st.floats(0.1, 3) | st.floats(-3, -0.1)    # denominators
-POSITIVE = st.floats(0.1, 3)                                # log / sqrt / pow bases
-RELU_SAFE = st.floats(1e-3, 3) | st.floats(-3, -1e-3)       # relu's kink at 0 is 1000 eps away
-SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
-NONSCALAR_SHAPES = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
-
-
-def arrays(shape, elements=FLOATS):
-    # fill=nothing: draw every element independently (no large blocks of one repeated value)
-    return hnp.arrays(np.float64, shape, elements=elements, fill=st.nothing())
-
-
-def distinct_arrays(data, shape):
-    """Values in [-3, 3) with pairwise gaps >= 3/size: a strict maximum along any axis (no ties to split)."""
-    n = math.prod(shape)
-    order = np.array(data.draw(st.permutations(range(n))), dtype=np.float64)
-    jitter = data.draw(arrays((n,), st.floats(0, 0.5)))
-    return (-3 + 6 * (order + jitter) / n).reshape(shape)
-
-
-def axis_args(ndim):
-    """axis=None, one (possibly negative) int, or a tuple of distinct axes."""
-    return st.one_of(st.none(), st.integers(-ndim, ndim - 1), hnp.valid_tuple_axes(ndim, min_size=1))
-
-
+# ---------------------------------------------------------------------------------------------- helpers
 def np_axis(axis):
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
@@ -146,7 +123,8 @@ UNARY = {
     "tanh": (lambda x: x.tanh(), np.tanh, FLOATS),
     "sigmoid": (lambda x: x.sigmoid(), lambda x: 1 / (1 + np.exp(-x)), FLOATS),
     "relu": (lambda x: x.relu(), lambda x: np.maximum(x, 0), RELU_SAFE),
-    "gelu": (lambda x: x.gelu(), _gelu_ref, FLOATS),
+    "gelu": (lambda x: x.gelu(), _gelu_ref, FLOATS),               # composed from primitives
+    "gelu (fused)": (lambda x: F.gelu(x), _gelu_ref, FLOATS),      # functional.gelu
 }
 
 
@@ -332,19 +310,6 @@ def test_softmax_log_softmax(name, data):
 
 
 # ---------------------------------------------------------------------------------------------- functional
-@st.composite
-def cross_entropy_cases(draw):
-    """(logits, targets, reduction, ignore_index, weight): targets may hit ignore_index, which may be a class."""
-    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4))
-    V = draw(st.integers(1, 4))
-    logits = draw(arrays(lead + (V,)))
-    ignore_index = draw(st.sampled_from([-100, 1]))
-    targets = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, V - 1) | st.just(ignore_index)))
-    weight = draw(st.none() | arrays((V,), st.floats(0.1, 2)))
-    reduction = draw(st.sampled_from(["none", "sum", "mean"]))
-    return logits, targets, reduction, ignore_index, weight
-
-
 def _np_cross_entropy(z, targets, reduction, ignore_index, weight):
     """Reference: loss_i = w[y_i] (logsumexp(z_i) - z_i[y_i]); 'mean' divides by the counted weight."""
     counted = targets != ignore_index
@@ -372,25 +337,11 @@ def test_cross_entropy_ignored_positions_get_zero_gradient():
     assert np.abs(logits.grad[[0, 2]]).min() > 0
 
 
-def _rows_not_flat(x, min_std=0.1):
-    # a near-constant row makes 1/sqrt(var + eps) ~ 300 and layer norm very curved: a domain edge
-    return x.shape[-1] == 1 or x.std(axis=-1).min() > min_std
-
-
-@st.composite
-def norm_inputs(draw, min_dim=1):
-    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
-    D = draw(st.integers(min_dim, 4))
-    x = draw(arrays(lead + (D,)))
-    weight, bias = draw(arrays((D,))), draw(arrays((D,)))
-    return x, weight, bias
-
-
 @pytest.mark.parametrize("affine", ["none", "weight", "bias", "both"])
 @given(inputs=norm_inputs())
 def test_layer_norm(affine, inputs):
     x, weight, bias = inputs
-    assume(_rows_not_flat(x))
+    assume(rows_not_flat(x))
     use_w, use_b = affine in ("weight", "both"), affine in ("bias", "both")
     D = x.shape[-1]
 
@@ -421,14 +372,10 @@ def test_rms_norm(use_weight, inputs):
     gradcheck(op, params)
 
 
-@given(data=st.data())
-def test_embedding_gradient_wrt_table(data):
-    V, D = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
-    table = data.draw(arrays((V, D)))
-    # each row of indices has more entries than the table has rows, so some row repeats: its gradient
-    # must be the sum over every position that looked it up
-    shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(V + 1, V + 3)))
-    indices = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(0, V - 1)))
+@given(inputs=embedding_inputs())
+def test_embedding_gradient_wrt_table(inputs):
+    # some table row is looked up more than once: its gradient must be the sum over those positions
+    indices, table = inputs
     assert_forward(F.embedding(indices, Tensor(table)), table[indices])
     gradcheck(lambda w: F.embedding(indices, w), [table])
 
@@ -500,8 +447,9 @@ def test_scaled_dot_product_attention(mask, data):
 
 
 # ------------------------------------------------------------------------- fused ops vs. composed formulas
-# Each fused op has a hand-derived backward. Here the same formula is built from primitives (whose
-# backward is checked above) and both values and gradients (for one random upstream G) must agree.
+# Each fused op of functional.py has a hand-derived backward, and so do the softmax primitives. Here the same
+# formula is built from primitives (whose backward is checked above: for gelu it is Tensor.gelu itself) and
+# both values and gradients (for one random upstream G) must agree.
 # Float64, so any difference beyond rounding means a wrong formula: rtol 1e-9 is ~1e6 ulps of headroom
 # for rounding through ~20 ops with condition numbers up to ~300, and far below any real mistake.
 def _const(a, like):
@@ -516,10 +464,6 @@ def composed_softmax(x, axis):
 def composed_log_softmax(x, axis):
     s = x - _const(x.data.max(axis=axis, keepdims=True), x)
     return s - s.exp().sum(axis=axis, keepdims=True).log()
-
-
-def composed_gelu(x):
-    return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)).tanh())
 
 
 def composed_layer_norm(x, w, b, eps=1e-5):
@@ -548,11 +492,19 @@ def composed_linear(x, w, b):
     return x @ w.T + b
 
 
-def composed_attention(q, k, v, keep):
+def composed_attention_weights(q, k, mask):
+    """softmax(q k^T / sqrt(E) + mask) over the keys; a boolean mask (True = may attend) instead sets the
+    scores it rules out to the most negative float."""
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-    if keep is not None:
-        scores = where(keep, scores, float(np.finfo(scores.dtype).min))
-    return composed_softmax(scores, -1) @ v
+    if mask is not None and mask.dtype == bool:
+        scores = where(mask, scores, float(np.finfo(scores.dtype).min))
+    elif mask is not None:
+        scores = scores + _const(mask, scores)
+    return composed_softmax(scores, -1)
+
+
+def composed_embedding(indices, table):
+    return table[indices]
 
 
 def values_and_grads(fn, arrays_, dtype, G_seed=1):
@@ -586,13 +538,36 @@ def test_fused_softmax_matches_composed(name, data):
 @given(data=st.data())
 def test_fused_gelu_matches_composed(data):
     x = data.draw(arrays(data.draw(SHAPES)))
-    assert_same(lambda t: t.gelu(), composed_gelu, [x])
+    assert_same(F.gelu, lambda t: t.gelu(), [x])
+
+
+@given(inputs=embedding_inputs())
+def test_fused_embedding_matches_composed(inputs):
+    indices, table = inputs
+    assert_same(lambda w: F.embedding(indices, w), lambda w: composed_embedding(indices, w), [table])
+
+
+def _softmax_right_only_for_sum(x):
+    """softmax with a backward that is right only for G = 1: d sum(softmax(x)) / dx is 0, so it returns 0."""
+    return Tensor._make(x.softmax(-1).data, (x,), "softmax_sum_only", lambda g: (np.zeros_like(g),))
+
+
+def test_fused_vs_composed_check_uses_a_random_upstream_gradient():
+    # negative control: compared through .sum(), this wrong fused op would pass; assert_same must catch it
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4))
+    t = Tensor(x, requires_grad=True)
+    _softmax_right_only_for_sum(t).sum().backward()
+    u = Tensor(x, requires_grad=True)
+    u.softmax(-1).sum().backward()
+    np.testing.assert_allclose(t.grad, u.grad, atol=1e-15)
+    with pytest.raises(AssertionError):
+        assert_same(_softmax_right_only_for_sum, lambda s: composed_softmax(s, -1), [x])
 
 
 @given(inputs=norm_inputs(min_dim=2))
 def test_fused_layer_norm_matches_composed(inputs):
     x, w, b = inputs
-    assume(_rows_not_flat(x))
+    assume(rows_not_flat(x))
     assert_same(lambda t, w_, b_: F.layer_norm(t, t.shape[-1], w_, b_), composed_layer_norm, [x, w, b])
 
 
@@ -610,13 +585,6 @@ def test_fused_cross_entropy_matches_composed(case):
                 lambda z: composed_cross_entropy(z, targets, reduction, ignore_index, weight), [logits])
 
 
-@st.composite
-def linear_inputs(draw):
-    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
-    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    return draw(arrays(lead + (n_in,))), draw(arrays((n_out, n_in))), draw(arrays((n_out,)))
-
-
 @given(inputs=linear_inputs())
 def test_linear(inputs):
     x, w, b = inputs
@@ -630,39 +598,26 @@ def test_fused_linear_matches_composed(inputs):
     assert_same(F.linear, composed_linear, list(inputs))
 
 
-@st.composite
-def attention_inputs(draw):
-    """q, k, v for 1-2 batch axes and a boolean keep mask (None, causal, or key padding)."""
-    batch = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=2))
-    Lq, Lk, E, Ev = (draw(st.integers(1, 3)) for _ in range(4))
-    q, k, v = draw(arrays(batch + (Lq, E))), draw(arrays(batch + (Lk, E))), draw(arrays(batch + (Lk, Ev)))
-    kind = draw(st.sampled_from(["none", "causal", "key_padding"]))
-    keep = {"none": None, "causal": np.tril(np.ones((Lq, Lk), dtype=bool)),
-            "key_padding": draw(hnp.arrays(bool, batch[:1] + (1,) * len(batch[1:]) + (1, Lk)))}[kind]
-    return q, k, v, keep
-
-
 @given(inputs=attention_inputs())
 def test_fused_attention_matches_composed(inputs):
-    q, k, v, keep = inputs  # a fully masked query row is uniform over all keys in both, with no gradient to q, k
-    assert_same(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=keep),
-                lambda a, b, c: composed_attention(a, b, c, keep), [q, k, v])
+    q, k, v, mask = inputs  # a fully masked query row is uniform over all keys in both, with no gradient to q, k
+    assert_same(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=mask),
+                lambda a, b, c: composed_attention_weights(a, b, mask) @ c, [q, k, v])
 
 
 @pytest.mark.parametrize("p", [0.25, 0.5])
 @given(inputs=attention_inputs(), seed=st.integers(0, 2 ** 16))
 def test_attention_dropout_matches_composed(p, inputs, seed):
-    q, k, v, keep = inputs
+    q, k, v, mask = inputs
+
     def fused(a, b, c):
         tinygrad_lite.manual_seed(seed)
-        return F.scaled_dot_product_attention(a, b, c, attn_mask=keep, dropout_p=p)
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=mask, dropout_p=p)
 
     def composed(a, b, c):  # the same draw: F.dropout on the attention weights, after the same seed
-        scores = (a @ b.transpose(-2, -1)) * (1.0 / math.sqrt(a.shape[-1]))
-        if keep is not None:
-            scores = where(keep, scores, float(np.finfo(scores.dtype).min))
+        weights = composed_attention_weights(a, b, mask)
         tinygrad_lite.manual_seed(seed)
-        return F.dropout(composed_softmax(scores, -1), p) @ c
+        return F.dropout(weights, p) @ c
     assert_same(fused, composed, [q, k, v])
 
 
@@ -682,20 +637,22 @@ def assert_float32_close(fn, arrays_):
         assert np.abs(a32.astype(np.float64) - a64).max(initial=0) <= FLOAT32_TOL * scale
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "gelu"])
+FLOAT32_ELEMENTWISE = {"softmax": lambda t: t.softmax(-1), "log_softmax": lambda t: t.log_softmax(-1),
+                       "gelu": lambda t: t.gelu(), "gelu (fused)": F.gelu}
+
+
+@pytest.mark.parametrize("name", FLOAT32_ELEMENTWISE)
 @given(data=st.data())
 def test_float32_elementwise_and_softmax(name, data):
     x = data.draw(arrays(data.draw(NONSCALAR_SHAPES)))
-    fn = {"softmax": lambda t: t.softmax(-1), "log_softmax": lambda t: t.log_softmax(-1),
-          "gelu": lambda t: t.gelu()}[name]
-    assert_float32_close(fn, [x])
+    assert_float32_close(FLOAT32_ELEMENTWISE[name], [x])
 
 
 @given(inputs=norm_inputs(min_dim=2))
 def test_float32_layer_norm(inputs):
     x, w, b = inputs
     # float32 var of a row with |x| <= 3 loses ~x^2/var relative digits: rows must have a real spread
-    assume(_rows_not_flat(x, min_std=0.3))
+    assume(rows_not_flat(x, min_std=0.3))
     assert_float32_close(lambda t, w_, b_: F.layer_norm(t, t.shape[-1], w_, b_), [x, w, b])
 
 
@@ -719,5 +676,5 @@ def test_float32_linear(inputs):
 
 @given(inputs=attention_inputs())
 def test_float32_attention(inputs):
-    q, k, v, keep = inputs
-    assert_float32_close(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=keep), [q, k, v])
+    q, k, v, mask = inputs
+    assert_float32_close(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=mask), [q, k, v])

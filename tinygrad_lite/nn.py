@@ -141,7 +141,7 @@ class MLP(Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x):
-        return self.dropout(self.proj(self.fc(x).gelu()))
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class MultiHeadSelfAttention(Module):

@@ -9,8 +9,9 @@ Every op below is written the same way (micrograd's pattern, on arrays):
 
 An op may return a gradient of the *broadcast* shape; `_unbroadcast` sums it back to the input's shape in one
 place, so no op has to think about broadcasting. A small set of ops are primitives (add, mul, pow, matmul,
-exp, log, tanh, relu, gelu, sum, max, reshape, permute, getitem, where, concatenate, softmax, log_softmax);
-sub, div, neg, sqrt, sigmoid, mean, var, ... are composed from them.
+exp, log, tanh, relu, sum, max, softmax, log_softmax, reshape, permute, getitem, where, concatenate); sub, div,
+neg, sqrt, sigmoid, gelu, mean, var, ... are composed from them. Fused versions of composed ops (one node, one
+hand-derived backward, fewer passes over memory) live in functional.py, each tested against its composition.
 """
 import contextlib
 import math
@@ -288,35 +289,6 @@ class Tensor:
         a = self.data
         return Tensor._make(np.maximum(a, 0), (self,), "relu", lambda g: (g * (a > 0),))
 
-    def gelu(self):
-        """GELU, tanh approximation (GPT-2): y = x (1 + tanh(u)) / 2,  u = c (x + 0.044715 x^3),  c = sqrt(2/pi).
-
-        Fused. Since (1 + tanh(u)) / 2 = sigmoid(2u) = s, y = x s, and the derivative is
-            dy/dx = s + x s (1 - s) 2 du/dx,   du/dx = c (1 + 3 * 0.044715 x^2).
-        (sigmoid through exp is about twice as fast as np.tanh in float32.)"""
-        shape, c = self.shape, math.sqrt(2 / math.pi)
-        x = self.data.reshape(shape or (1,))                 # at least 1-D: 0-d results would be scalars
-        x2 = x * x
-        s = x2 * (-2 * c * 0.044715)                        # s = -2u, then sigmoid(2u), in place:
-        s -= 2 * c                                           # memory-bound passes, so no temporaries
-        s *= x
-        with np.errstate(over="ignore"):                     # exp(+large) = inf gives s = 0: the right limit
-            np.exp(s, out=s)
-        s += 1.0
-        np.divide(1.0, s, out=s)                             # same values as np.reciprocal, 2x faster here
-        out = x * s
-
-        def backward(g):                                     # g * (s + x s (1 - s) 2du/dx), x s = out
-            du2 = x2 * (2 * c * 3 * 0.044715)
-            du2 += 2 * c
-            dx = out * s
-            np.subtract(out, dx, out=dx)
-            dx *= du2
-            dx += s
-            dx *= g
-            return (dx.reshape(shape),)
-        return Tensor._make(out.reshape(shape), (self,), "gelu", backward)
-
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
         axes = _axes(axis, self.ndim)
@@ -403,6 +375,11 @@ class Tensor:
 
     def sqrt(self): return self ** 0.5
     def sigmoid(self): return (self * 0.5).tanh() * 0.5 + 0.5  # = 1/(1+e^-x), without overflow in e^-x
+
+    def gelu(self):
+        """GELU, tanh approximation (GPT-2): x (1 + tanh(c (x + 0.044715 x^3))) / 2, c = sqrt(2/pi).
+        One node instead of eight: functional.gelu."""
+        return 0.5 * self * (1 + (math.sqrt(2 / math.pi) * (self + 0.044715 * self ** 3)).tanh())
 
     def mean(self, axis=None, keepdims=False):
         n = math.prod(self.shape[a] for a in _axes(axis, self.ndim))
