@@ -1,8 +1,6 @@
 """Modules (parameter discovery, state dicts, train/eval), optimizers against reference formulas written
 out here in NumPy, schedules, and two small learning problems that only a working stack can solve.
 """
-import math
-
 import numpy as np
 import pytest
 
@@ -206,21 +204,36 @@ def step_both_with_the_same_gradients(opts, a_params, b_params, rng):
 
 
 @pytest.mark.parametrize("cls, weight_decay", [(optim.Adam, 0.0), (optim.Adam, 0.1), (optim.AdamW, 0.1)])
-@pytest.mark.parametrize("lr", [0.1, np.float64(0.1)])
-def test_adam_all_at_once_matches_the_per_parameter_loop_bit_for_bit(cls, weight_decay, lr):
-    """Adam updates every parameter in one vector when all have gradients, and loops over them otherwise (here
-    forced by an extra parameter that never gets one). Both must give identical float32 weights, also when
-    the learning rate is a NumPy float64 (as a schedule computed with NumPy would give)."""
+def test_adam_with_a_numpy_float64_lr_stays_float32(cls, weight_decay):
+    """A learning rate computed with NumPy is a float64 scalar: the update must still be float32 arithmetic,
+    bit for bit the update with the same lr as a Python float."""
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (4,), (2, 2, 2)]
-    fast = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
-    slow = [nn.Parameter(p.data.copy()) for p in fast]
-    opts = cls(fast, lr=lr, weight_decay=weight_decay), cls(slow + [nn.Parameter(np.zeros(2, np.float32))],
-                                                            lr=lr, weight_decay=weight_decay)
+    a = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    b = [nn.Parameter(p.data.copy()) for p in a]
+    opts = cls(a, lr=0.1, weight_decay=weight_decay), cls(b, lr=np.float64(0.1), weight_decay=weight_decay)
     for _ in range(4):
-        step_both_with_the_same_gradients(opts, fast, slow, rng)
-    state = opts[0].state_dict()                              # the flat moments save as one array per parameter
-    assert [state[f"exp_avg.{i}"].shape for i in range(3)] == shapes
+        step_both_with_the_same_gradients(opts, a, b, rng)
+
+
+def test_optimizer_state_dict_round_trip_continues_bit_for_bit(tmp_path):
+    """Save the optimizer after two steps (through an .npz, as a checkpoint does), load it into a fresh one,
+    and step both: the weights stay identical, as if training had never stopped."""
+    rng = np.random.default_rng(2)
+    shapes = [(3, 4), (4,)]
+    a = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    b = [nn.Parameter(p.data.copy()) for p in a]
+    opt_a, opt_b = optim.AdamW(a, lr=0.1), optim.AdamW(b, lr=0.1)
+    for _ in range(2):
+        step_both_with_the_same_gradients((opt_a, opt_b), a, b, rng)
+    np.savez(tmp_path / "optim.npz", **opt_a.state_dict())
+    assert sorted(opt_a.state_dict()) == ["exp_avg.0", "exp_avg.1", "exp_avg_sq.0", "exp_avg_sq.1", "lr", "step_count"]
+    opt_b = optim.AdamW(b, lr=0.5)                            # fresh: wrong lr, no moments, step 0 ...
+    with np.load(tmp_path / "optim.npz") as state:
+        opt_b.load_state_dict(dict(state))                    # ... until loaded
+    assert opt_b.step_count == 2 and opt_b.lr == 0.1
+    for _ in range(2):
+        step_both_with_the_same_gradients((opt_a, opt_b), a, b, rng)
 
 
 def test_adam_updates_the_callers_arrays_in_place():

@@ -14,29 +14,16 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         self.state = {}  # name -> list of arrays, one per parameter (momentum, Adam moments)
-        self._flat = {}  # name -> one flat array whose slices are the arrays in state[name] (None: mixed dtypes)
-        self._scratch = None  # (tmp, update, update's per-parameter views): reused by every flat step
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
     def _buffers(self, name):
-        """State `name`, one zero-initialized array per parameter. All are views into one flat array when the
-        parameters share a dtype, so an update can also run over every parameter at once (see Adam.step)."""
+        """State `name`: one array per parameter, zeros until the first step."""
         if name not in self.state:
-            dtypes = {p.dtype for p in self.params}
-            if len(dtypes) == 1:
-                flat = np.zeros(sum(p.size for p in self.params), dtypes.pop())
-                self._flat[name], self.state[name] = flat, self._split(flat)
-            else:
-                self._flat[name], self.state[name] = None, [np.zeros_like(p.data) for p in self.params]
+            self.state[name] = [np.zeros_like(p.data) for p in self.params]
         return self.state[name]
-
-    def _split(self, flat):
-        """Views of a flat array shaped like each parameter, in order."""
-        ends = np.cumsum([p.size for p in self.params])
-        return [flat[end - p.size:end].reshape(p.shape) for p, end in zip(self.params, ends)]
 
     def state_dict(self):
         """Plain arrays and numbers only (an .npz can hold it): 'lr', 'step_count', '<buffer>.<i>'."""
@@ -47,14 +34,12 @@ class Optimizer:
 
     def load_state_dict(self, state):
         self.lr, self.step_count = float(state["lr"]), int(state["step_count"])
-        names = {key.rsplit(".", 1)[0] for key in state if "." in key}
-        for name in names:
-            bufs = [np.array(state[f"{name}.{i}"]) for i in range(len(self.params))]
+        for name in {key.rsplit(".", 1)[0] for key in state if "." in key}:
+            bufs = [np.array(state[f"{name}.{i}"], dtype=p.dtype) for i, p in enumerate(self.params)]
             for b, p in zip(bufs, self.params):
                 if b.shape != p.shape:
                     raise ValueError(f"optimizer state {name}: shape {b.shape} for a parameter of shape {p.shape}")
-            for mine, b in zip(self._buffers(name), bufs):         # in place: the flat array stays the state
-                mine[...] = b
+            self.state[name] = bufs
 
 
 class SGD(Optimizer):
@@ -79,9 +64,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction:
-        m = b1 m + (1-b1) g,   v = b2 v + (1-b2) g^2,
-        p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps).
+    """Adam (Kingma & Ba 2015), per parameter, with bias correction at step t:
+        m = b1 m + (1-b1) g,   v = b2 v + (1-b2) g^2,   p -= lr * mhat / (sqrt(vhat) + eps),
+    where mhat = m / (1-b1^t) and vhat = v / (1-b2^t) undo the moments' start at zero.
     weight_decay adds weight_decay * p to g (L2, as torch.optim.Adam); AdamW decouples it instead.
     """
     decoupled = False
@@ -92,56 +77,21 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        # Python floats, so the arithmetic stays in the weights' dtype (a NumPy float64 lr would upcast a
-        # float32 update) and both paths below round the same way
+        # Python floats, so the arithmetic stays in the weights' dtype (a NumPy float64 lr, as a schedule
+        # computed with NumPy gives, would make a float64 update of every float32 weight)
         lr, eps, wd, (b1, b2) = float(self.lr), float(self.eps), float(self.weight_decay), map(float, self.betas)
         c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
-        ms, vs = self._buffers("exp_avg"), self._buffers("exp_avg_sq")
-        if self._flat["exp_avg"] is not None and all(p.grad is not None for p in self.params):
-            return self._step_flat(lr, eps, wd, b1, b2, c1, c2)
-        for p, m, v in zip(self.params, ms, vs):
+        for p, m, v in zip(self.params, self._buffers("exp_avg"), self._buffers("exp_avg_sq")):
             if p.grad is None:
                 continue
             g = p.grad
             if wd and self.decoupled:
-                p.data *= 1 - lr * wd                        # AdamW: shrink the weight, not the gradient
+                p.data *= 1 - lr * wd                       # AdamW: shrink the weight, not the gradient
             elif wd:
                 g = g + wd * p.data
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            p.data -= (lr / c1) * m / (np.sqrt(v / c2) + eps)
-
-    def _step_flat(self, lr, eps, wd, b1, b2, c1, c2):
-        """The same update as the loop in step(), on all parameters at once (PyTorch's 'foreach' idea): the
-        gradients are gathered into one vector, so the moments and the step take one NumPy call per line
-        instead of one per parameter. A Transformer has ~70 small parameters, and per-call overhead dominates
-        their updates. Every line after the gathering writes into arrays kept from step to step (out=), and
-        only writing the step into each parameter loops (the weights stay the caller's arrays, as in
-        PyTorch: an array taken from p.data keeps seeing the updates)."""
-        g = np.concatenate([p.grad.ravel() for p in self.params]).astype(self._flat["exp_avg"].dtype, copy=False)
-        if wd and not self.decoupled:
-            g += wd * np.concatenate([p.data.ravel() for p in self.params])
-        m, v = self._flat["exp_avg"], self._flat["exp_avg_sq"]
-        if self._scratch is None:
-            update = np.empty_like(m)
-            self._scratch = np.empty_like(m), update, self._split(update)
-        tmp, update, updates = self._scratch
-        m *= b1
-        m += np.multiply(g, 1 - b1, out=tmp)
-        v *= b2
-        np.multiply(g, 1 - b2, out=tmp)                      # (1 - b2) * g * g, in the loop's order
-        v += np.multiply(tmp, g, out=tmp)
-        np.multiply(m, lr / c1, out=update)                  # the loop's expression, in the same order,
-        np.sqrt(np.divide(v, c2, out=tmp), out=tmp)          # so both give bit-identical weights
-        tmp += eps
-        update /= tmp
-        decay = 1 - lr * wd if wd and self.decoupled else None
-        for p, u in zip(self.params, updates):
-            if decay is not None:
-                p.data *= decay
-            p.data -= u
+            m[...] = b1 * m + (1 - b1) * g                      # running mean of g
+            v[...] = b2 * v + (1 - b2) * g * g                  # running mean of g^2
+            p.data -= (lr / c1) * m / (np.sqrt(v / c2) + eps)   # lr * mhat / (sqrt(vhat) + eps)
 
 
 class AdamW(Adam):
