@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 import tinygrad_lite as tl
+from tinygrad_lite.malloc import keep_freed_memory
 
 from . import checkpoint
 from .autoregressive import ar_loss, is_autoregressive, row_nll
@@ -104,8 +105,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def script_main(main):
-    """Run a script's main(): Ctrl-C anywhere ends it with one line and exit code 130, not a traceback (the
-    training loop handles its own Ctrl-C first: it saves, then says how to resume)."""
+    """Run a script's main() as the program: with the allocator setting that keeps freed memory for reuse
+    (tinygrad_lite.malloc: process-wide, so the program's choice; bench shows what it buys), and Ctrl-C anywhere
+    ending it with one line and exit code 130, not a traceback (the training loop handles its own Ctrl-C
+    first: it saves, then says how to resume)."""
+    keep_freed_memory()
     try:
         main()
     except KeyboardInterrupt:

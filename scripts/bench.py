@@ -7,9 +7,11 @@
 Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
 Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
 in raw NumPy) and step / floor; the same step written by hand in NumPy (scripts/numpy_step.py), which says what
-the engine itself costs; the per-op engine overhead; sampling 1,000 names (with the default model,
-runs/train.npz, when it exists) and the GEMMs of its network calls alone; the held-out NELBO; the peak RSS of
-a default training run; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
+the engine itself costs; the default step with glibc's default allocator and with keep_freed_memory() (each
+side in its own process: the setting is process-wide; the other rows run with it); the per-op engine
+overhead; sampling 1,000 names (with the default model, runs/train.npz, when it exists) and the GEMMs of its
+network calls alone; the held-out NELBO; the peak RSS of a default training run; and, only if PyTorch happens
+to be importable, the same Transformer step in PyTorch.
 A second table breaks the Transformer step down op by op (a profiled run: the engine is patched to time it).
 """
 import argparse
@@ -18,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -27,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # numpy_step, b
 
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
+from tinygrad_lite.malloc import keep_freed_memory  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.data import MASK, NamesData  # noqa: E402
 from diffusion.likelihood import nelbo  # noqa: E402
@@ -79,6 +83,34 @@ def training_step(model, x, objective):
         optim.clip_grad_norm_(params, 1.0)
         opt.step()
     return step
+
+
+def default_step_ms(allocator, repeats):
+    """Median ms of the default training step (Transformer, batch 64) in this process, after choosing the
+    allocator: "keep-freed" calls keep_freed_memory(), "default" leaves glibc's settings alone."""
+    if allocator == "keep-freed":
+        keep_freed_memory()
+    data, rng = NamesData.load(), np.random.default_rng(0)
+    tl.manual_seed(0)
+    model = TransformerDenoiser()
+    return median_ms(training_step(model, data.train[rng.integers(0, len(data.train), 64)], "exact_k"), repeats)
+
+
+def allocator_effect(rounds, repeats):
+    """(rounds, 2) ms: the default step with glibc's default allocator, then with keep_freed_memory(), each in a
+    fresh process (mallopt is process-wide and cannot be undone), taking turns, in alternating order from round
+    to round. The MALLOC_*_THRESHOLD_ environment variables are left out of the children's environment, so
+    that the "default" side really is the default."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    times = np.zeros((rounds, 2))
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            allocator = ("default", "keep-freed")[i]
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child-step", allocator,
+                                   "--child-repeats", str(repeats)], check=True, capture_output=True, text=True,
+                                  env=env)
+            times[r, i] = float(done.stdout.split()[-1])
+    return times
 
 
 def _forward_gemms(node):
@@ -255,15 +287,15 @@ def peak_rss_mb(steps):
 
     Read as VmHWM from the child's /proc/self/status as it exits: the child's ru_maxrss would also count
     this (larger) parent's pages, which a forked child maps until it calls exec."""
-    out = os.path.join(ROOT, "runs", "bench_rss.npz")
     child = ("import os, runpy, sys\n"
              "sys.argv = sys.argv[1:]\n"
              "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
              "finally:\n    if os.path.exists('/proc/self/status'):  # Linux; elsewhere the row shows '-'\n"
              "        print(open('/proc/self/status').read(), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", child, os.path.join(ROOT, "scripts", "train.py"), "--steps",
-                           str(steps), "--out", out, "--num-samples", "1000", "--log-every", str(steps)],
-                          check=True, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as folder:       # a fresh --out: a trainer will not overwrite a model
+        done = subprocess.run([sys.executable, "-c", child, os.path.join(ROOT, "scripts", "train.py"), "--steps",
+                               str(steps), "--out", os.path.join(folder, "bench_rss.npz"), "--num-samples", "1000",
+                               "--log-every", str(steps)], check=True, capture_output=True, text=True)
     hwm = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM:")]
     return int(hwm[0]) / 1024 if hwm else None
 
@@ -272,7 +304,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="few repeats, short training run (smoke test)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--child-step", choices=["default", "keep-freed"], help=argparse.SUPPRESS)
+    p.add_argument("--child-repeats", type=int, default=30, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child_step:                                  # one side of allocator_effect, in its own process
+        print(default_step_ms(args.child_step, args.child_repeats))
+        return
+    keep_freed_memory()   # process-wide, so the program's choice: every row below runs with it, as the trainers do
     repeats = 5 if args.quick else 30
     data = NamesData.load()
     rng = np.random.default_rng(0)
@@ -313,6 +351,13 @@ def main():
                 row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 3])), "ms", torch_label)
                 row("ours / PyTorch", ratio(0, 3), "x", "target <= 0.8; median of per-round ratios")
                 row("hand-written NumPy / PyTorch", ratio(2, 3), "x", "")
+    times = allocator_effect(1 if args.quick else 3, repeats)
+    row("train step: Transformer, batch 64, default malloc", float(np.median(times[:, 0])), "ms",
+        "glibc's own thresholds; each side in a fresh process, alternating")
+    row("train step: Transformer, batch 64, keep_freed_memory()", float(np.median(times[:, 1])), "ms",
+        "tinygrad_lite.malloc, which bench and the trainers call")
+    row("default malloc / keep_freed_memory()", float(np.median(times[:, 0] / times[:, 1])), "x",
+        "median of per-round ratios")
     breakdown = step_breakdown(TransformerDenoiser(), data.train[:64], "exact_k", repeats)
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
     trained = os.path.join(ROOT, "runs", "train.npz")

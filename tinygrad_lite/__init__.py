@@ -6,9 +6,6 @@ from . import functional, nn, optim
 from .gradcheck import gradcheck
 from .random import manual_seed
 from .tensor import Tensor, concatenate, is_grad_enabled, no_grad, stack, where
-from .malloc import keep_freed_memory
-
-keep_freed_memory()
 
 __all__ = ["Tensor", "no_grad", "is_grad_enabled", "where", "concatenate", "stack", "manual_seed",
            "gradcheck", "functional", "nn", "optim"]
