@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinygrad_lite import functional as F, no_grad
+from tinygrad_lite.nn import eval_mode
 
 from .data import LETTERS, MASK, NUM_CLASSES, PAD, chars_per_name, encode
 from .draw import draw, tempered_softmax
@@ -73,16 +74,12 @@ def ar_loss(model, x0, rng=None):
 @no_grad()
 def row_nll(model, x, batch_size=2048):
     """Per-row total NLL in nats, -log p(x) = sum of the scored next-token costs, for rows x (N, L): (N,)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = np.empty(len(x))
         for i in range(0, len(x), batch_size):
             rows = x[i:i + batch_size]
             ce = F.cross_entropy(model(inputs_of(rows)), targets_of(rows), reduction="none")
             out[i:i + batch_size] = ce.data.astype(np.float64).sum(axis=1)
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -116,18 +113,16 @@ def sample_ar(model, num=1000, temperature=1.0, seed=0, prefix=""):
     inputs[:, 1:shown + 1] = x[:, :shown]                     # the prefix, shifted right behind START
     ended = np.zeros(num, dtype=bool)
     calls = 0
-    was_training = model.training
-    model.eval()
-    for i in range(len(prefix), model.L):
-        logits = np.zeros((num, NUM_CLASSES))                # ended rows draw too (same random stream), then PAD
-        logits[~ended] = predict_logits(model, inputs[~ended, :i + 1])[:, i]   # each distinct prefix once
-        calls += 1
-        token = np.where(ended, PAD, draw(tempered_softmax(logits, temperature), temperature, rng))
-        x[:, i] = token
-        ended |= token == PAD
-        if ended.all():
-            break
-        if i + 1 < model.L:
-            inputs[:, i + 1] = token
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(len(prefix), model.L):
+            logits = np.zeros((num, NUM_CLASSES))                # ended rows draw too (same random stream), then PAD
+            logits[~ended] = predict_logits(model, inputs[~ended, :i + 1])[:, i]   # each distinct prefix once
+            calls += 1
+            token = np.where(ended, PAD, draw(tempered_softmax(logits, temperature), temperature, rng))
+            x[:, i] = token
+            ended |= token == PAD
+            if ended.all():
+                break
+            if i + 1 < model.L:
+                inputs[:, i + 1] = token
     return ARSamples(x, calls)

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from tinygrad_lite import no_grad
+from tinygrad_lite.nn import eval_mode
 
 from .autoregressive import is_autoregressive, row_nll, sample_ar
 from .data import MASK, PAD, chars_per_name, decode
@@ -58,13 +59,9 @@ def ordered_nll(model, x, order="left_to_right", schedule=None, batch_size=2048)
     if order not in DECODING_ORDERS:
         raise ValueError(f"ordered_nll: order must be one of {DECODING_ORDERS}, got {order!r}")
     schedule = schedule or CosineSchedule()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return np.concatenate([_ordered_chunk(model, x[i:i + batch_size], order, schedule)
                                for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def _log_softmax(logits):

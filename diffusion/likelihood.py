@@ -19,6 +19,7 @@ Both repeat with fresh randomness until the standard error (over repeats, per na
 import numpy as np
 
 from tinygrad_lite import Tensor, functional as F, no_grad
+from tinygrad_lite.nn import eval_mode
 
 from .data import LETTERS, PAD, chars_per_name
 from .predict import predict_logits
@@ -81,9 +82,7 @@ def nelbo(model, x, schedule=None, seed=0, target_se=0.01, min_repeats=2, max_re
         raise ValueError("nelbo: method='monte_carlo' needs the schedule")
     rng = np.random.default_rng(seed)
     chars = chars_per_name(x).sum()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         estimates = []
         while True:
             while len(estimates) < min_repeats:
@@ -95,8 +94,6 @@ def nelbo(model, x, schedule=None, seed=0, target_se=0.01, min_repeats=2, max_re
             if se < target_se or len(est) >= max_repeats:
                 break
             min_repeats = min(2 * len(est), max_repeats)
-    finally:
-        model.train(was_training)
     return dict(nelbo=float(est.mean(axis=0).sum() / chars), se=float(se), repeats=len(est), method=method)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinygrad_lite import no_grad
+from tinygrad_lite.nn import eval_mode
 
 from .data import MASK, NUM_CLASSES, PAD
 from .draw import draw, tempered_softmax, top_k_top_p
@@ -102,9 +103,7 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
     plain = length == "joint" and tpl.text == "*"        # no length step: PAD is drawn like a letter
     lengths = None if plain else length_range(length, tpl, L)
     rng, predict = np.random.default_rng(seed), denoiser(model, opts.schedule)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x, pos, out = start(predict, tpl, lengths, num, L, temperature, rng)
         if keep_trajectory and not plain:
             out.trajectory.append((0, x.copy()))
@@ -118,8 +117,6 @@ def sample(model, num=1000, steps=None, temperature=1.0, seed=0, schedule=None, 
                 out.record(step, rows, reveal, again, ran)
                 if keep_trajectory:
                     out.trajectory.append((step + 1, x.copy()))
-    finally:
-        model.train(was_training)
     assert not (x == MASK).any(), "sampler left a MASK"
     out.letter_after_pad = int(((x != PAD) & (np.cumsum(x == PAD, axis=1) > 0)).any(axis=1).sum())
     return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinygrad_lite import optim
+from tinygrad_lite.nn import eval_mode
 
 
 
@@ -131,9 +132,8 @@ def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state
                     f"{done / elapsed:5.1f} steps/s  ETA {elapsed / done * (cfg.steps - step):5.0f}s")
                 window = []
             if tracker and (step % cfg.eval_every == 0 or step == cfg.steps):
-                model.eval()
-                value = validate(model)
-                model.train()
+                with eval_mode(model):
+                    value = validate(model)
                 stop = tracker.update(step, value, model)
                 log(f"step {step:6d}/{cfg.steps}  validation {metric} {value:.4f} nats/char  "
                     f"(best {tracker.best:.4f} at step {tracker.best_step})")

@@ -394,3 +394,14 @@ def test_causal_transformer_cannot_reverse():
     # so the first half stays near chance (1/6) however long it trains — the task really needs both ways.
     accuracy = _train_reversal(causal=True)
     assert accuracy[:LENGTH // 2].mean() < 0.4, accuracy
+
+
+def test_eval_mode_restores_the_mode_even_when_the_block_raises():
+    model = nn.TransformerBlock(8, 2, dropout=0.5)
+    for start in (True, False):
+        model.train(start)
+        with pytest.raises(RuntimeError):
+            with nn.eval_mode(model):
+                assert not any(m.training for m in model.modules())          # dropout off inside
+                raise RuntimeError("boom")
+        assert all(m.training == start for m in model.modules())

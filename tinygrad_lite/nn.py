@@ -1,4 +1,5 @@
 """Layers (as torch.nn): a Module finds its Parameters by walking its attributes in definition order."""
+import contextlib
 import math
 
 import numpy as np
@@ -183,3 +184,15 @@ class TransformerBlock(Module):
     def forward(self, x, key_padding_mask=None):
         x = x + self.attn(self.ln1(x), key_padding_mask)
         return x + self.mlp(self.ln2(x))
+
+
+@contextlib.contextmanager
+def eval_mode(module):
+    """with eval_mode(model): run `model` in eval mode (dropout off) and put back the mode it had, even when the
+    block raises. What model.eval() ... model.train(was_training) in a try/finally says, once."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
