@@ -6,10 +6,10 @@
 
 Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
 Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
-in raw NumPy) and step / floor; the same step written by hand in NumPy (scripts/numpy_step.py), which says what
+in raw NumPy) and step / floor; the same step written by hand in NumPy (diffusion/numpy_step.py), which says what
 the engine itself costs; the default step with glibc's default allocator and with keep_freed_memory() (each
 side in its own process: the setting is process-wide; the other rows run with it); the per-op engine
-overhead; sampling 1,000 names (with the default model, runs/train.npz, when it exists) and the GEMMs of its
+overhead; sampling 1,000 names (with the default model, --checkpoint, when it exists) and the GEMMs of its
 network calls alone; the held-out NELBO; the peak RSS of a default training run; and, only if PyTorch happens
 to be importable, the same Transformer step in PyTorch.
 A second table breaks the Transformer step down op by op (a profiled run: the engine is patched to time it).
@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # numpy_step, beside this file
 
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
@@ -39,7 +38,7 @@ from diffusion.predict import CHUNK  # noqa: E402
 from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
 from diffusion.sampler import sample  # noqa: E402
 from diffusion.schedule import CosineSchedule  # noqa: E402
-import numpy_step  # noqa: E402  (scripts/numpy_step.py: the same step written by hand in NumPy)
+from diffusion import numpy_step  # noqa: E402  (the same step written by hand in NumPy)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,7 +161,7 @@ def sampling_floor_ms(model, network_rows, chunk=CHUNK):
 
 def numpy_forward(model, network_rows, chunk=CHUNK):
     """A closure: the sampler's network calls (`network_rows` rows, `chunk` at a time) through the hand-written
-    NumPy forward of scripts/numpy_step.py instead of the engine, with no graph and no Tensor. Every chunk runs
+    NumPy forward of diffusion/numpy_step.py instead of the engine, with no graph and no Tensor. Every chunk runs
     (a row costs the same whatever its tokens), so it can be timed in the same rounds as the sampler."""
     x, weights = np.full((chunk, model.L), MASK), model.state_dict()
 
@@ -304,6 +303,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="few repeats, short training run (smoke test)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--checkpoint", default="runs/transformer.npz",
+                   help="the trained model the sampling rows use (an untrained one if the file is not there)")
     p.add_argument("--child-step", choices=["default", "keep-freed"], help=argparse.SUPPRESS)
     p.add_argument("--child-repeats", type=int, default=30, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -344,7 +345,7 @@ def main():
                 "the step's matmuls alone in NumPy")
             row("step / matmul floor", ratio(0, 1), "x", "target <= 2.0; median of per-round ratios")
             row("hand-written NumPy step: Transformer, batch 64", float(np.median(times[:, 2])), "ms",
-                "scripts/numpy_step.py: the same arithmetic without the engine")
+                "diffusion/numpy_step.py: the same arithmetic without the engine")
             row("ours / hand-written NumPy", ratio(0, 2), "x", "what the engine adds")
             row("hand-written NumPy / matmul floor", ratio(2, 1), "x", "plain NumPy, no engine")
             if torch_fn:
@@ -360,9 +361,9 @@ def main():
         "median of per-round ratios")
     breakdown = step_breakdown(TransformerDenoiser(), data.train[:64], "exact_k", repeats)
     row("engine overhead per tiny op (fwd + bwd)", op_overhead_us(repeats), "us", "(4, 4) mul and add")
-    trained = os.path.join(ROOT, "runs", "train.npz")
-    model, which = ((checkpoint.load(trained)[0], "the default model, runs/train.npz") if os.path.exists(trained)
-                    else (models[2][1].eval(), "an untrained Transformer (no runs/train.npz)"))
+    trained = args.checkpoint
+    model, which = ((checkpoint.load(trained)[0], f"the default model, {os.path.relpath(trained, ROOT)}")
+                    if os.path.exists(trained) else (models[2][1].eval(), f"an untrained Transformer (no {trained})"))
     drawn = []
     ms = median_ms(lambda: drawn.append(sample(model, 1000, steps=16)), 1 if args.quick else 3, 1)
     out = drawn[-1]
@@ -375,7 +376,7 @@ def main():
         times = interleaved_ms([lambda: sample(model, 1000, steps=16), numpy_forward(model, out.network_rows)],
                                1 if args.quick else 3, block=1)      # the ratio from the same rounds
         row("sampling: hand-written NumPy forward", float(np.median(times[:, 1])), "ms",
-            f"the same rows through scripts/numpy_step.py's forward; sample / this "
+            f"the same rows through diffusion/numpy_step.py's forward; sample / this "
             f"{np.median(times[:, 0] / times[:, 1]):.2f} (same rounds)")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)

@@ -240,7 +240,8 @@ def sweep_table(run):
 
 def bench_table():
     """The speed table, exactly as scripts/bench.py prints it (run on a quiet machine)."""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py")], check=True,
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--checkpoint",
+                          os.path.join(RUNS, "train.npz")], check=True,
                          capture_output=True, text=True).stdout
     machine, table = out.split("\n", 1)
     return f"{table.strip()}\n\n{machine.replace('machine: ', 'Measured on: ')}."

@@ -158,6 +158,8 @@ def test_bench_quick_prints_every_row(tmp_path):
             "matmul floor: Transformer, batch 64", "step / matmul floor", "train step: Transformer, batch 256",
             "hand-written NumPy step: Transformer, batch 64", "ours / hand-written NumPy",
             "hand-written NumPy / matmul floor",
+            "train step: Transformer, batch 64, default malloc",
+            "train step: Transformer, batch 64, keep_freed_memory()", "default malloc / keep_freed_memory()",
             "engine overhead per tiny op (fwd + bwd)", "sample 1,000 names, S = 16", "sampling: matmul floor",
             "sampling: hand-written NumPy forward",
             "test-split NELBO (SE < 0.01)", "peak RSS, scripts/train.py"]

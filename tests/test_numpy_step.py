@@ -1,22 +1,14 @@
-"""scripts/numpy_step.py, the bench's hand-written NumPy step, must do exactly the engine's work: same loss,
+"""diffusion/numpy_step.py, the bench's hand-written NumPy step, must do exactly the engine's work: same loss,
 same gradients, same optimizer update. Float64 weights, so any difference beyond rounding is a real one."""
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 import tinygrad_lite as tl
 from tinygrad_lite import Tensor, functional as F, optim
+from diffusion import numpy_step
 from diffusion.loss import corrupt
 from diffusion.models import TransformerDenoiser
 from diffusion.schedule import CosineSchedule
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("numpy_step", os.path.join(ROOT, "scripts", "numpy_step.py"))
-numpy_step = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(numpy_step)
-
 
 def float64_model(seed, **config):
     tl.manual_seed(seed)

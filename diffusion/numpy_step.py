@@ -1,10 +1,12 @@
-"""The Transformer denoiser's training step written out by hand in NumPy: no Tensor, no graph, no engine.
+"""The benchmark's reference: the Transformer denoiser's training step written out by hand in NumPy, with no
+Tensor, no graph and no engine.
 
 scripts/bench.py times it beside the engine's step, so the table can say what the engine itself costs over
 the same arithmetic, and how close plain NumPy gets to the matmul floor and to PyTorch. Every kernel is the
-engine's fused formula (see tinygrad_lite/functional.py and Tensor.gelu), written again here rather than
-imported (the point is to time NumPy without the engine), with as few passes over memory as NumPy allows;
-tests/test_numpy_step.py checks that its loss, every gradient and its update equal the engine's.
+engine's fused formula (see tinygrad_lite/functional.py: F.gelu, F.layer_norm, ...), written again here rather
+than imported (the point is to time NumPy without the engine), with as few passes over memory as NumPy allows;
+tests/test_numpy_step.py checks that its loss, every gradient and its update equal the engine's. Nothing in the
+project trains with it.
 
     loss, grads = loss_and_grads(model.state_dict(), xt, targets, weight, heads=4)
 """
@@ -191,7 +193,8 @@ def loss_and_grads(weights, xt, targets, weight, heads):
 
 class AdamW:
     """AdamW over one flat vector holding every weight (the entries of `weights` become views of it), with
-    gradient clipping by global norm: the engine's optimizer step, in whole-vector NumPy calls."""
+    gradient clipping by global norm: the engine's clip + AdamW, in whole-vector NumPy calls (the engine updates
+    one parameter at a time)."""
 
     def __init__(self, weights, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         self.names = list(weights)
