@@ -1,25 +1,21 @@
-"""The AR baseline: its likelihood against a slow one-prefix-at-a-time reference, normalization, an analytic
-L = 1 toy, sampling, checkpoints, and the trainer's early stopping."""
+"""diffusion/autoregressive.py, the AR baseline: its likelihood against a slow one-prefix-at-a-time reference,
+normalization, an analytic L = 1 toy, sampling, checkpoints, and scripts/train_ar.py end to end (the trainer's
+early stopping, tested on this model, is in test_trainer.py)."""
 import itertools
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.autoregressive import START, ARTransformer, ar_loss, name_nll, sample_ar
 from diffusion.data import LETTERS, PAD, encode
-from diffusion.trainer import TrainConfig, train
+from helpers import NAMES, tiny_ar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = ["emma", "olivia", "ava", "mia", "noah", "liam", "lucas", "zoe", "eva", "max", "leo", "ida"]
-
-
-def tiny_ar(L=6, seed=0, **kw):
-    tl.manual_seed(seed)
-    return ARTransformer(L=L, dim=16, layers=2, heads=2, **kw)
 
 
 def log_softmax(z):
@@ -98,30 +94,12 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(name_nll(loaded, NAMES), name_nll(model, NAMES))
 
 
-def test_training_lowers_the_loss_and_early_stopping_keeps_the_best_weights():
-    model = tiny_ar(L=8)
-    x = encode(NAMES, 8)
-    figures = iter([3.0, 2.0, 2.5, 2.6, 2.7, 1.0])                   # best at the 2nd check, then 2 bad ones
-    seen = {}
-
-    def validate(m):
-        seen[len(seen) + 1] = m.state_dict()
-        return next(figures)
-    cfg = TrainConfig(steps=60, batch_size=12, lr=3e-3, warmup=5, eval_every=10, patience=2, log_every=10)
-    result = train(model, x, cfg, ar_loss, log=lambda *_: None, metric="nll", validate=validate)
-    assert result["stopped_early"] and result["last_step"] == 40 and result["best_step"] == 20
-    assert [s for s, _ in result["validation"]] == [10, 20, 30, 40] and result["best_validation"] == 2.0
-    for name, value in model.state_dict().items():                  # the model ends with the step-20 weights
-        np.testing.assert_array_equal(value, seen[2][name])
-    first, last = result["history"][0][1], result["history"][-1][1]
-    assert last < first
-
-
 def run_script(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
 
 
+@pytest.mark.scripts
 def test_train_ar_script_smoke(tmp_path):
     out = str(tmp_path / "ar.npz")
     r = run_script("scripts/train_ar.py", "--steps", "20", "--batch-size", "32", "--num-samples", "20", "--L", "8",

@@ -2,22 +2,25 @@
 
 Checkpoints record their kind and data; a run never replaces a checkpoint that is there (one line, exit 2, the
 file byte for byte unchanged); every tool checks the kind it loads and evaluates on the names the checkpoint
-records; outputs are checked before training, and a failed final save is rescued; Ctrl-C is one line, exit 130.
+records; outputs are checked before training, and a failed final save is rescued; Ctrl-C is one line, exit 130;
+whatever value a trainer flag is given, it parses or exits 2. The tests that run scripts/ are marked `scripts`.
 """
+import contextlib
+import io
 import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import example, given, strategies as st
 
 from diffusion import checkpoint, cli
+from diffusion.cli import trainer_parser
 from diffusion.data import DEFAULT_NAMES, SPLIT_RULE, load_names
-from diffusion.evaluation import format_likelihood
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--steps", "4", "--batch-size", "16", "--log-every", "2"]
@@ -54,6 +57,7 @@ def snapshot(folder):
 
 
 # ----------------------------------------------------------------------------- 1. kind, data, no overwrite
+@pytest.mark.scripts
 def test_checkpoint_records_its_kind_and_data(runs):
     meta = checkpoint.read_meta(str(runs / "transformer.npz"))
     data = meta["extra"]["data"]
@@ -63,6 +67,7 @@ def test_checkpoint_records_its_kind_and_data(runs):
     assert checkpoint.read_meta(str(runs / "ar.npz"))["config"]["kind"] == "ar_transformer"
 
 
+@pytest.mark.scripts
 @pytest.mark.parametrize("script, other", [("scripts/train.py", "ar.npz"), ("scripts/train_ar.py", "transformer.npz"),
                                            ("scripts/train_minimal.py", "transformer.npz")])
 def test_resume_of_another_kind_is_refused_and_writes_nothing(runs, script, other):
@@ -72,6 +77,7 @@ def test_resume_of_another_kind_is_refused_and_writes_nothing(runs, script, othe
     assert snapshot(runs) == before
 
 
+@pytest.mark.scripts
 def test_a_fresh_run_never_replaces_a_checkpoint(runs, tmp_path):
     before = snapshot(runs)
     line = one_line_error(run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"),
@@ -102,6 +108,7 @@ def rewrite_meta(source, target, meta):
     return str(target)
 
 
+@pytest.mark.scripts
 def test_resume_continues_in_place_and_a_finished_run_is_not_resumed(runs, tmp_path):
     line = one_line_error(run_script("scripts/train_ar.py", "--resume", str(runs / "ar.npz")))
     assert "has finished its 4 steps" in line
@@ -112,6 +119,7 @@ def test_resume_continues_in_place_and_a_finished_run_is_not_resumed(runs, tmp_p
     assert checkpoint.read_meta(half)["step"] == 4 and os.listdir(tmp_path) == ["half.npz"]
 
 
+@pytest.mark.scripts
 def test_resume_keeps_its_own_data(runs, tmp_path):
     half = interrupted(runs / "transformer.npz", tmp_path / "half.npz", 2)
     line = one_line_error(run_script("scripts/train.py", "--resume", half, "--names", DEFAULT_NAMES))
@@ -120,6 +128,7 @@ def test_resume_keeps_its_own_data(runs, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 2. every tool checks the kind
+@pytest.mark.scripts
 def test_sample_takes_either_kind(runs):
     r = run_script("scripts/sample.py", "--checkpoint", str(runs / "ar.npz"), "--num", "6", "--template", "ma*")
     assert r.returncode == 0, r.stderr
@@ -130,6 +139,7 @@ def test_sample_takes_either_kind(runs):
     assert r.returncode == 0 and all(n.startswith("ma") for n in r.stdout.split()), r.stderr
 
 
+@pytest.mark.scripts
 @pytest.mark.parametrize("flags, says", [(["--template", "m__a"], "fixed prefix"), (["--template", "*a"], "prefix"),
                                          (["--order", "margin"], "--order is an option of the masked sampler"),
                                          (["--steps", "4"], "--steps"), (["--edit", "emma", "--positions", "1"],
@@ -139,6 +149,7 @@ def test_sample_refuses_what_an_ar_model_cannot_do(runs, flags, says):
     assert says in one_line_error(run_script("scripts/sample.py", "--checkpoint", str(runs / "ar.npz"), *flags))
 
 
+@pytest.mark.scripts
 def test_tools_that_need_one_kind_say_so(runs):
     line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "ar.npz")))
     assert "holds an ar_transformer model" in line and "--ar-checkpoint" in line
@@ -150,6 +161,7 @@ def test_tools_that_need_one_kind_say_so(runs):
         assert "holds a transformer model" in line and flag in line
 
 
+@pytest.mark.scripts
 def test_evaluate_scores_an_ar_checkpoint(runs):
     r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "ar.npz"), "--num-samples", "20")
     assert r.returncode == 0, r.stderr
@@ -157,6 +169,7 @@ def test_evaluate_scores_an_ar_checkpoint(runs):
 
 
 # ----------------------------------------------------------------------------- 3. the recorded names file
+@pytest.mark.scripts
 def test_evaluate_uses_the_recorded_names_and_says_when_they_change(runs, tmp_path):
     r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"), "--num-samples", "10")
     assert r.returncode == 0, r.stderr
@@ -184,6 +197,7 @@ def test_a_moved_checkpoint_finds_names_txt_by_its_contents(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- 4. outputs checked first
+@pytest.mark.scripts
 @pytest.mark.parametrize("flags, says", [
     (lambda d: ["--out", str(d)], "is a folder"),
     (lambda d: ["--out", str(d / "names300.txt" / "m.npz")], "is a file, not a folder"),
@@ -197,6 +211,7 @@ def test_bad_outputs_stop_before_training(runs, flags, says):
     assert snapshot(runs) == before
 
 
+@pytest.mark.scripts
 def test_output_folders_are_created(runs, tmp_path):
     out, js = tmp_path / "a" / "b" / "m.npz", tmp_path / "c" / "figures.json"
     r = run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
@@ -218,6 +233,7 @@ def test_a_failed_save_is_rescued(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- 5. --L has a range
+@pytest.mark.scripts
 def test_sequence_length_has_a_range_with_a_reason(runs):
     assert "at most 64" in one_line_error(run_script("scripts/train.py", "--L", "1000"))
     line = one_line_error(run_script("scripts/train.py", "--L", "40", "--names", str(runs / "names300.txt")))
@@ -225,12 +241,14 @@ def test_sequence_length_has_a_range_with_a_reason(runs):
 
 
 # ----------------------------------------------------------------------------- 6. rough edges
+@pytest.mark.scripts
 def test_flag_errors_are_one_line_with_a_pointer_to_help():
     for script in ("scripts/train.py", "scripts/evaluate.py", "scripts/sample.py", "scripts/sampler_table.py",
                    "scripts/compare.py"):
         assert one_line_error(run_script(script, "--no-such-flag")).endswith("(see --help)")
 
 
+@pytest.mark.scripts
 def test_num_samples_0_trains_and_does_not_sample(runs):
     r = run_script("scripts/train_minimal.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
                    "--out", str(runs / "no_samples.npz"))
@@ -238,6 +256,7 @@ def test_num_samples_0_trains_and_does_not_sample(runs):
     os.remove(runs / "no_samples.npz")
 
 
+@pytest.mark.scripts
 def test_ctrl_c_while_sampling_is_one_line_and_exit_130(runs, tmp_path):
     p = subprocess.Popen([sys.executable, "scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"),
                           "--num-samples", "200000", "--out", str(tmp_path / "m.npz")], cwd=ROOT,
@@ -251,6 +270,7 @@ def test_ctrl_c_while_sampling_is_one_line_and_exit_130(runs, tmp_path):
     assert stderr.strip() == f"interrupted (Ctrl-C); {tmp_path / 'm.npz'} holds step 4"
 
 
+@pytest.mark.scripts
 def test_ctrl_c_while_evaluating_is_one_line_and_exit_130(runs):
     p = subprocess.Popen([sys.executable, "scripts/evaluate.py", "--checkpoint", str(runs / "transformer.npz"),
                           "--names", DEFAULT_NAMES], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -264,28 +284,12 @@ def test_ctrl_c_while_evaluating_is_one_line_and_exit_130(runs):
     assert stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
 
 
+@pytest.mark.scripts
 def test_non_ascii_names_are_shown_as_text(tmp_path):
     path = tmp_path / "n.txt"
     path.write_bytes("anna\nJosé\n".encode())
     line = one_line_error(run_script("scripts/train.py", "--names", str(path)))
     assert "'José'" in line and "\\x" not in line
-
-
-def test_checkpoints_follow_the_umask(tmp_path):
-    from diffusion.models import MLPDenoiser
-    old = os.umask(0o022)
-    try:
-        checkpoint.save(str(tmp_path / "m.npz"), MLPDenoiser(L=4, hidden=4))
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644
-
-
-def test_figures_are_described_in_plain_words():
-    lines = format_likelihood(dict(nelbo=dict(nll=2.1, se=0.01, repeats=4, method="identity", seconds=1.0),
-                                   nll=dict(nll=2.0, se=0.02, seconds=1.0)))
-    assert "4 mask draws a name" in lines[0] and "which names happen to be in the test split" in lines[1]
-    assert not any(re.search(r"Monte-Carlo|\bse:|identity,", line) for line in lines)
 
 
 # ----------------------------------------------------------------------------- 7. one checkpoint convention
@@ -319,3 +323,26 @@ def test_documented_commands_read_checkpoints_an_earlier_command_writes(doc):
         written.update(re.findall(r"--out (\S+\.npz)", command))
         written.update(f"{prefix}_{k}.npz" for prefix in re.findall(r"compare\.py.*--out (\S+)", command)
                        for k in ("ar", "diffusion"))
+
+
+# ----------------------------------------------------------------------------- 8. flag values
+@given(flag=st.sampled_from(["--steps", "--batch-size", "--lr", "--L", "--warmup", "--weight-decay"]),
+       value=st.text(max_size=8) | st.integers(-5, 5).map(str) | st.floats(allow_nan=True).map(str))
+@example(flag="--lr", value="nan")
+@example(flag="--lr", value="inf")
+@example(flag="--steps", value="1e3")
+def test_cli_values_parse_or_exit_2(flag, value):
+    """Whatever the user types: either a valid, in-range value comes back, or argparse exits with code 2
+    (after printing its one-line 'error: argument ...' message)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = trainer_parser("test").parse_args([flag, value])
+    except SystemExit as e:
+        assert e.code == 2 and "error: argument" in err.getvalue()
+        return
+    parsed = getattr(args, flag[2:].replace("-", "_"))
+    if flag in ("--steps", "--batch-size", "--L", "--lr"):
+        assert parsed > 0
+    else:
+        assert parsed >= 0

@@ -1,6 +1,8 @@
-"""The evaluation: ordered (fixed decoding order) likelihood of a denoiser against a step-by-step reference,
-its normalization, the L = 1 toy, the standard error, and the sample metrics on hand-made lists."""
+"""diffusion/evaluation.py: ordered (fixed decoding order) likelihood of a denoiser against a step-by-step
+reference, its normalization, the L = 1 toy, the AR figures, the standard error, and the tables (the sample
+metrics are tested in test_metrics.py)."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -8,8 +10,9 @@ import pytest
 import tinygrad_lite as tl
 from diffusion.autoregressive import ARTransformer, name_nll
 from diffusion.data import LETTERS, MASK, NUM_CLASSES, PAD, encode
-from diffusion.evaluation import curves_table, likelihood_figures, likelihood_table, ordered_nll, ratio_figure
-from diffusion.metrics import bigram_kl, generative_nll, length_tv, sample_report
+from diffusion.evaluation import (curves_table, format_likelihood, likelihood_figures, likelihood_table,
+                                 ordered_nll, ratio_figure)
+from diffusion.metrics import generative_nll
 from diffusion.models import TransformerDenoiser
 
 NAMES = ["emma", "olivia", "ava", "mia", "noah", "liam", "zoe", "eva", "max", "leo", "ida", "bo"]
@@ -149,24 +152,6 @@ def test_ratio_standard_error():
     np.testing.assert_allclose(f["se"], nll.std(ddof=1) / np.sqrt(4) / 2)
 
 
-def test_sample_metrics_on_hand_made_lists():
-    r = sample_report(["ann", "ann", "bob", "cy"], ["ann", "x"], ["ab", "abc", "abc", "d"])
-    assert r["novel"] == 0.5 and r["unique"] == 0.75 and r["mean_length"] == 2.75
-    # lengths: samples {3: 3/4, 2: 1/4}, test {2: 1/4, 3: 1/2, 1: 1/4} -> TV = (1/4 + 0 + 1/4) / 2
-    assert r["length_tv"] == 0.25
-    assert length_tv(["ab", "abc"], ["ab", "ab"]) == 0.5 and length_tv(["a"], ["b"]) == 0.0
-
-
-def test_bigram_kl_exact_values():
-    assert bigram_kl(["ab", "ba"], ["ba", "ab"], smoothing=0) == 0.0
-    # samples '^a', 'a$' (1/2 each); train 'a' and 'b' give '^a', 'a$' 1/4 each: KL = log 2
-    np.testing.assert_allclose(bigram_kl(["a"], ["a", "b"], smoothing=0), np.log(2))
-    # add-one over 27 x 27 cells: Q(^a) = Q(ab) = Q(b$) = 2 / (3 + 729), P = 1/3 each: KL = log(732 / 6)
-    np.testing.assert_allclose(bigram_kl(["ab"], ["ab"]), np.log(732 / 6))
-    with pytest.raises(ValueError):
-        bigram_kl([], ["ab"])
-
-
 def test_curves_table_lines_up_steps():
     table = curves_table({"a": [(10, 2.0), (20, 1.5)], "b": [(20, 3.0)]})
     assert table.splitlines()[2:] == ["| 10 | 2.0000 |  |", "| 20 | 1.5000 | 3.0000 |"]
@@ -182,3 +167,10 @@ def test_likelihood_table_gives_each_figure_relative_to_the_ar():
     assert "| diffusion | NLL bound, most-confident-first order | 2.1000 | 0.0300 | +5.0% |" in both
     alone = likelihood_table({"diffusion": {"nelbo": dict(nll=2.2, se=0.02)}})
     assert "vs AR" not in alone and alone.endswith("| diffusion | NELBO | 2.2000 | 0.0200 |")
+
+
+def test_figures_are_described_in_plain_words():
+    lines = format_likelihood(dict(nelbo=dict(nll=2.1, se=0.01, repeats=4, method="identity", seconds=1.0),
+                                   nll=dict(nll=2.0, se=0.02, seconds=1.0)))
+    assert "4 mask draws a name" in lines[0] and "which names happen to be in the test split" in lines[1]
+    assert not any(re.search(r"Monte-Carlo|\bse:|identity,", line) for line in lines)

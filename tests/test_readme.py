@@ -17,6 +17,7 @@ def section(name):
     return match.group(1).strip()
 
 
+@pytest.mark.scripts
 def test_file_table_matches_the_code():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "update_readme.py"), "--check"],
                        capture_output=True, text=True)

@@ -1,4 +1,6 @@
-"""Property tests for the sampler's templates, edits and variants, on a tiny random TransformerDenoiser."""
+"""diffusion/sampler.py: the reverse process. Property tests for the sampler's templates, edits and variants
+on a tiny random TransformerDenoiser, the core step and an exact oracle against known distributions, and
+scripts/sample.py and scripts/sampler_table.py end to end."""
 import itertools
 import os
 import re
@@ -14,16 +16,14 @@ from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
 from diffusion.evaluation import ordered_nll
 from diffusion.models import TransformerDenoiser
-from diffusion.predict import distinct_rows, predict_logits
-from diffusion.sampler import (ORDERS, Options, Positions, edit_template, length_probs, parse_template, reverse_step,
-                               sample)
+from diffusion.sampler import ORDERS, Options, Positions, reveal_schedule, reverse_step, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
-from diffusion.visualize import forward_view, reverse_view
+from diffusion.visualize import reverse_view
+from helpers import tiny_transformer
 
 L = 6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-tl.manual_seed(0)
-MODEL = TransformerDenoiser(L=L, dim=16, layers=1, heads=2)
+MODEL = tiny_transformer(L)
 
 pattern = st.text(alphabet="abz_", max_size=L)
 templates = st.one_of(pattern.filter(bool),
@@ -148,23 +148,48 @@ def test_bad_options_raise_value_error(template, kwargs, message):
         sample(MODEL, 2, template=template, **kwargs)
 
 
-def test_parse_and_edit_templates():
-    t = parse_template("m_*a", 6)
-    assert t.head == (12, None) and t.tail == (0,) and t.star and t.min_length == 3
-    assert edit_template("emma", [1, 2]) == "e__a" and edit_template("emma", (0,)) == "_mma"
-    for name, positions in (("emma", [4]), ("emma", []), ("Emma", [0]), ("", [0])):
-        with pytest.raises(ValueError):
-            edit_template(name, positions)
-    out = sample(MODEL, 20, seed=0, template=edit_template("abba", [1]))
-    assert all(re.fullmatch("a[a-z]ba", decode(r)) for r in out.tokens)
+# ----------------------------------------------------------------------------- reveal schedule, invariants
+@given(L=st.integers(1, 16), data=st.data())
+def test_reveal_schedule_reveals_everything(L, data):
+    steps = data.draw(st.integers(1, L))
+    n = np.arange(L + 1)
+    counts = reveal_schedule(n, steps, CosineSchedule())
+    assert counts.shape == (L + 1, steps) and np.all(counts >= 0)
+    assert np.array_equal(counts.sum(1), n)
 
 
-def test_forward_view_validates():
-    lines = forward_view("ab", CosineSchedule(), L, times=(0.0, 1.0))
-    assert lines[0].endswith("ab....") and lines[1].endswith("______")
-    for bad in ("Ab", "abcdefg", "a b"):
+@given(steps=st.integers(1, 6), temperature=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+       length=st.sampled_from(["model", "joint"]), seed=st.integers(0, 1000))
+def test_sampler_invariants(steps, temperature, length, seed):
+    model = tiny_transformer()
+    out = sample(model, 12, steps=steps, temperature=temperature, seed=seed, length=length, keep_trajectory=True)
+    assert out.tokens.shape == (12, 6) and not (out.tokens == MASK).any()
+    assert np.all(out.reveal_step >= (0 if length == "model" else 1)) and np.all(out.reveal_step <= steps)
+    previous = np.full_like(out.tokens, MASK)
+    for _, rows in out.trajectory:                                      # a revealed token never changes
+        was_revealed = previous != MASK
+        assert np.array_equal(rows[was_revealed], previous[was_revealed])
+        previous = rows
+    assert np.array_equal(previous, out.tokens)
+    assert out.network_calls <= steps + (length == "model")
+    if length == "model":                                              # letters then PADs, never a letter after PAD
+        assert out.letter_after_pad == 0
+        assert np.all(np.diff((out.tokens == PAD).astype(int), axis=1) >= 0)
+    again = sample(model, 12, steps=steps, temperature=temperature, seed=seed, length=length)
+    assert np.array_equal(again.tokens, out.tokens)                     # same seed, same names
+
+
+def test_greedy_sampling_ignores_the_seed():
+    model = tiny_transformer()
+    a, b = (sample(model, 8, steps=3, temperature=0.0, seed=s).tokens for s in (1, 2))
+    assert np.array_equal(a, b)
+
+
+def test_sampler_rejects_bad_arguments():
+    model = tiny_transformer()
+    for kwargs in (dict(steps=0), dict(steps=7), dict(temperature=-1.0), dict(length="sideways")):
         with pytest.raises(ValueError):
-            forward_view(bad, CosineSchedule(), L)
+            sample(model, 2, **kwargs)
 
 
 # ----------------------------------------------------------------------------- the script
@@ -180,6 +205,7 @@ def run_sample(*args):
                           timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
 
 
+@pytest.mark.scripts
 def test_sample_script_templates_edits_and_views(tiny_checkpoint):
     r = run_sample("--checkpoint", tiny_checkpoint, "--num", "6", "--template", "a_*z", "--order", "margin",
                    "--threshold", "0.5", "--show-steps")
@@ -194,6 +220,7 @@ def test_sample_script_templates_edits_and_views(tiny_checkpoint):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "t=0.50" in r.stdout
 
 
+@pytest.mark.scripts
 @pytest.mark.parametrize("args, message", [
     (["--template", "M__a"], "'M' is not allowed"),
     (["--template", "abcdefgh"], "more than L=6"),
@@ -213,6 +240,7 @@ def test_sample_script_bad_input_is_one_line_and_exit_2(tiny_checkpoint, args, m
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.scripts
 def test_sampler_table_script(tiny_checkpoint, tmp_path):
     out = str(tmp_path / "table.json")
     r = subprocess.run([sys.executable, "scripts/sampler_table.py", "--checkpoint", tiny_checkpoint, "--num", "30",
@@ -296,35 +324,6 @@ def test_network_rows_counts_the_compute(length, one_row_calls):
     for all), fewer when rows coincide (identical rows run once), and at least one per call."""
     out = sample(MODEL, 20, seed=0, length=length)
     assert out.network_calls <= out.network_rows <= out.row_calls.sum() - one_row_calls * (len(out.tokens) - 1)
-
-
-def test_predict_logits_runs_each_distinct_row_once():
-    """Duplicated rows give the same logits as running every row, and count once; with time input a row at
-    two different times is two rows."""
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 28, (40, L))
-    x[10:30] = x[5]                                          # 21 copies of one row
-    logits, ran = predict_logits(MODEL, x, count=True)
-    assert ran == len(np.unique(x, axis=0))
-    np.testing.assert_allclose(logits, MODEL(x).data, rtol=1e-5, atol=1e-6)
-    timed = TransformerDenoiser(L=L, dim=16, layers=1, heads=2, time_input=True)
-    t = np.where(np.arange(40) < 20, 0.3, 0.7)
-    logits, ran = predict_logits(timed, x, t, count=True)
-    assert ran == len(np.unique(np.column_stack([x, t]), axis=0))
-    np.testing.assert_allclose(logits, timed(x, t).data, rtol=1e-5, atol=1e-6)
-    assert predict_logits(MODEL, x[:0]).shape == (0, L, 27)
-    big = np.array([[0, 1], [65536, 1], [0, 1]])             # ids past int16 stay distinct (bytes of int64)
-    assert [len(f) for f in distinct_rows(big)] == [2, 3] and list(distinct_rows(big)[1]) == [0, 1, 0]
-
-
-def test_length_probs_keeps_every_length_possible():
-    """P(len = n) are the differences of P(PAD at n) made monotone, plus a floor: a dip in the model's PAD
-    probabilities must not make a length impossible (a real name of that length would get an infinite NLL)."""
-    monotone = np.array([0.0, 0.1, 0.5, 0.9])
-    np.testing.assert_allclose(length_probs(monotone, floor=0.0), [0.1, 0.4, 0.4, 0.1])
-    dipping = np.array([0.0, 0.6, 0.3, 0.9])                 # P(PAD at 2) < P(PAD at 1): no length 2 without the floor
-    assert length_probs(dipping, floor=0.0)[1] == 0.0
-    assert np.all(length_probs(dipping) > 0)
 
 
 def test_default_sampler_draws_the_length_first_likelihoods_distribution():

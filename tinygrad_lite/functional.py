@@ -2,7 +2,7 @@
 
 A fused op is one graph node with a hand-derived backward. It stands in for a composition of tensor.py's
 primitives, which would record several nodes and pass over memory several times. Each docstring states the
-composition it replaces, and tests/test_gradcheck_ops.py checks each fused op against it (values and
+composition it replaces, and tests/test_functional.py checks each fused op against it (values and
 gradients, in float64, for a random upstream gradient) as well as against finite differences.
 
 Convention: class / feature dimension last, e.g. logits (..., V) with targets (...). For 2-D input this is

@@ -1,4 +1,5 @@
-"""Names loading, checkpoints, and the scripts end to end (fast settings; the full runs are marked slow)."""
+"""scripts/ end to end (fast settings; the full runs are marked slow): train_pure.py then sample.py, compare.py,
+bench.py --quick, and bad input to the scripts as one clear line and exit 2."""
 import json
 import os
 import re
@@ -7,105 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
 
-import tinygrad_lite as tl
-from diffusion import checkpoint
-from diffusion.data import NamesData, NamesFileError, load_names
-from diffusion.models import SkipMLPDenoiser, TransformerDenoiser
+from helpers import write
 
+pytestmark = pytest.mark.scripts
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write(tmp_path, content, name="names.txt"):
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return str(path)
-
-
-@pytest.mark.parametrize("content, line, what", [
-    ("anna\nb0b\n", 2, "'0'"),
-    ("anna\nmary ann\n", 2, "' '"),
-    ("anna\nzoë\n".encode("utf-8"), 2, "non-ASCII"),
-    ("anna\nst.john\n", 2, "'.'"),
-])
-def test_bad_names_file_names_file_and_line(tmp_path, content, line, what):
-    path = write(tmp_path, content)
-    with pytest.raises(NamesFileError) as e:
-        load_names(path)
-    assert f"{path}:{line}:" in str(e.value) and what in str(e.value)
-
-
-@pytest.mark.parametrize("content", ["", "\n\n  \n"])
-def test_empty_names_file(tmp_path, content):
-    with pytest.raises(NamesFileError, match="no names"):
-        load_names(write(tmp_path, content))
-
-
-def test_missing_names_file(tmp_path):
-    with pytest.raises(NamesFileError, match="cannot read"):
-        load_names(str(tmp_path / "nope.txt"))
-
-
-def test_names_file_is_normalized_and_reported(tmp_path):
-    report = load_names(write(tmp_path, "Anna \n\nBOB\r\nanna\ncarl\n"))
-    assert report.names == ["anna", "bob", "carl"]
-    assert (report.lowercased, report.stripped, report.blank_lines, report.duplicates) == (2, 1, 1, 1)
-
-
-@given(st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC \t", min_size=0, max_size=12), max_size=30))
-def test_loader_never_crashes_on_letters_and_spaces(tmp_path_factory, lines):
-    path = write(tmp_path_factory.mktemp("n"), "\n".join(lines))
-    try:
-        report = load_names(path)
-    except NamesFileError as e:
-        assert path in str(e)            # the clear error path, naming the file
-        return
-    assert all(re.fullmatch("[a-z]+", n) for n in report.names) and len(set(report.names)) == len(report.names)
-
-
-def test_long_names_are_dropped_and_counted(tmp_path):
-    names = [f"{'a' * (i % 10 + 1)}{chr(97 + i % 26)}" for i in range(200)]
-    data = NamesData.load(write(tmp_path, "\n".join(dict.fromkeys(names))), L=8)
-    assert sum(data.dropped.values()) == sum(len(n) > 8 for n in dict.fromkeys(names))
-    assert data.train.shape[1] == 8
-
-
-def test_checkpoint_round_trip_and_errors(tmp_path):
-    tl.manual_seed(0)
-    model = TransformerDenoiser(L=8, dim=16, layers=1, heads=2)
-    opt = tl.optim.AdamW(model.parameters())
-    path = str(tmp_path / "m.npz")
-    checkpoint.save(path, model, opt, step=7, extra=dict(note="x"))
-    loaded, meta, opt_state = checkpoint.load(path)
-    assert meta["step"] == 7 and meta["extra"]["note"] == "x" and loaded.config == model.config
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert np.array_equal(a, b) and a.dtype == b.dtype, name
-    # corrupt, truncated, and wrong-architecture checkpoints give CheckpointError with a reason
-    (tmp_path / "bad.npz").write_bytes(open(path, "rb").read()[:200])
-    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint"):
-        checkpoint.load(str(tmp_path / "bad.npz"))
-    other = SkipMLPDenoiser(L=8, hidden=8)
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays["meta"] = np.array(json.dumps(dict(config=other.config, step=0, extra={})))
-    np.savez(tmp_path / "wrong.npz", **arrays)
-    with pytest.raises(checkpoint.CheckpointError, match="missing"):
-        checkpoint.load(str(tmp_path / "wrong.npz"))
-
-
-def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    tl.manual_seed(0)
-    model = TransformerDenoiser(L=8, dim=16, layers=1, heads=2)
-    path = str(tmp_path / "m.npz")
-    checkpoint.save(path, model, step=1)
-
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
-    monkeypatch.setattr(np, "savez", crash)
-    with pytest.raises(OSError):
-        checkpoint.save(path, model, step=2)
-    assert checkpoint.load(path)[1]["step"] == 1
-    assert os.listdir(tmp_path) == ["m.npz"]                         # no temporary file left behind
 
 
 def run_script(*args):
@@ -148,6 +55,7 @@ def test_compare_script_trains_loads_and_reports_each_models_settings(tmp_path):
                      r"best kept \| \d+ \| loaded ", r.stdout)
 
 
+@pytest.mark.slow                      # a whole (quick) benchmark: minutes, and speed is bench's business
 def test_bench_quick_prints_every_row(tmp_path):
     """A smoke test, not a timed one: bench.py --quick runs and reports every figure, each a positive number."""
     out = tmp_path / "bench.json"
