@@ -19,6 +19,8 @@ from .models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser
 
 MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
           "ar_transformer": ARTransformer}
+NAMES = {"mlp": "an MLP denoiser", "skip_mlp": "a skip-MLP denoiser", "transformer": "a Transformer denoiser",
+         "ar_transformer": "an AR Transformer"}                  # what each kind is called in messages
 
 
 class CheckpointError(ValueError):
@@ -74,11 +76,12 @@ def read_meta(path):
 
 
 def describe(meta):
-    """'a transformer model at step 3000, trained on names.txt' (for messages about a file in the way)."""
+    """"a Transformer denoiser ('transformer') at step 3000, trained on names.txt": what a checkpoint holds, for
+    messages about a file in the way or of the wrong kind."""
     data = meta.get("extra", {}).get("data")
     where = f", trained on {os.path.basename(data['names'])}" if data else ""
     kind = meta["config"].get("kind", "?")
-    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} model at step {meta.get('step', '?')}{where}"
+    return f"{NAMES.get(kind, repr(kind))} ('{kind}') at step {meta.get('step', '?')}{where}"
 
 
 def load(path):

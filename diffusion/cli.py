@@ -228,8 +228,8 @@ def load_checkpoint(path, kinds=None, use=""):
     except checkpoint.CheckpointError as e:
         fail(str(e))
     if kinds is not None and model.config["kind"] not in kinds:
-        fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs a "
-             f"{' or '.join(kinds)} model")
+        fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs "
+             f"{' or '.join(checkpoint.NAMES[k] for k in kinds)}")
     return model, meta, optimizer_state
 
 
@@ -301,7 +301,7 @@ def _resume(args, kind):
     model, meta, optimizer_state = load_checkpoint(args.resume)
     if model.config["kind"] != kind:
         other = TRAINERS.get(model.config["kind"], "its own trainer")
-        fail(f"{args.resume} holds {checkpoint.describe(meta)}; this script trains a {kind} model "
+        fail(f"{args.resume} holds {checkpoint.describe(meta)}; this script trains {checkpoint.NAMES[kind]} "
              f"(to continue that run: python {other} --resume {args.resume})")
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:

@@ -75,8 +75,7 @@ def main():
     if args.json:
         check_writable(args.json, "--json")
     model, meta, _ = load_checkpoint(args.checkpoint, ("transformer", "mlp", "skip_mlp"),
-                                     "the sampler table (variants of the masked sampler; an AR model goes in "
-                                     "--ar-checkpoint)")
+                                     "the sampler table (an AR model goes in --ar-checkpoint)")
     ar = (load_checkpoint(args.ar_checkpoint, ("ar_transformer",), "--ar-checkpoint")[0]
           if args.ar_checkpoint else None)
     if max(args.steps) > model.L:

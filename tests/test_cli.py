@@ -82,7 +82,7 @@ def test_a_fresh_run_never_replaces_a_checkpoint(runs, tmp_path):
     before = snapshot(runs)
     line = one_line_error(run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"),
                                      "--out", str(runs / "transformer.npz")))
-    assert "already holds a transformer model" in line and "--overwrite" in line
+    assert "already holds a Transformer denoiser ('transformer')" in line and "--overwrite" in line
     assert snapshot(runs) == before
     # --overwrite replaces it: the user said so
     target = tmp_path / "m.npz"
@@ -152,13 +152,13 @@ def test_sample_refuses_what_an_ar_model_cannot_do(runs, flags, says):
 @pytest.mark.scripts
 def test_tools_that_need_one_kind_say_so(runs):
     line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "ar.npz")))
-    assert "holds an ar_transformer model" in line and "--ar-checkpoint" in line
+    assert "holds an AR Transformer" in line and "--ar-checkpoint" in line
     for script, flag in (("scripts/sampler_table.py", "--ar-checkpoint"), ("scripts/evaluate.py", "--ar-checkpoint"),
                          ("scripts/compare.py", "--ar-checkpoint")):
         args = ["--checkpoint", str(runs / "transformer.npz")] if script != "scripts/compare.py" else \
             ["--diffusion-checkpoint", str(runs / "transformer.npz")]
         line = one_line_error(run_script(script, *args, flag, str(runs / "transformer.npz")))
-        assert "holds a transformer model" in line and flag in line
+        assert "holds a Transformer denoiser" in line and flag in line
 
 
 @pytest.mark.scripts
