@@ -85,6 +85,32 @@ class _BestWeights:
             self.bad += 1
         return bool(self.patience) and self.bad >= self.patience
 
+    def validate(self, step, model, validate, cfg, metric, log):
+        """Score the model (in eval mode), record and log it; returns True when training should stop early."""
+        with eval_mode(model):
+            value = validate(model)
+        stop = self.update(step, value, model)
+        log(f"step {step:6d}/{cfg.steps}  validation {metric} {value:.4f} nats/char  "
+            f"(best {self.best:.4f} at step {self.best_step})")
+        if stop and step < cfg.steps:
+            log(f"early stop at step {step}: no improvement in {cfg.patience} validations")
+            return True
+        return False
+
+
+def optimizer_step(model, params, opt, loss_fn, x0, rng, grad_clip, step):
+    """One step on batch x0: loss, backward, clip the gradient norm, AdamW. Returns the step's figure.
+    A non-finite loss or gradient raises TrainingStopped before the weights change."""
+    loss, figure = loss_fn(model, x0, rng)
+    opt.zero_grad()
+    loss.backward()
+    grad_norm = optim.clip_grad_norm_(params, grad_clip)
+    if not (np.isfinite(loss.item()) and np.isfinite(grad_norm)):
+        raise TrainingStopped(f"step {step}: the loss ({loss.item()}) or gradient norm ({grad_norm}) is "
+                              f"not finite; stopped without saving this step", step, False)
+    opt.step()
+    return figure
+
 
 def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state=None, save=None,
           save_every=0, metric="nelbo", validate=None):
@@ -115,15 +141,7 @@ def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state
             rng = np.random.default_rng([cfg.seed, step, 1])          # this step's noise: t and the masks
             opt.lr = cfg.lr * optim.warmup_decay(step - 1, cfg.steps, cfg.warmup, "cosine", cfg.min_lr_ratio)
             x0 = x_train[batch_indices(len(x_train), cfg.batch_size, cfg.seed, step)]
-            loss, figure = loss_fn(model, x0, rng)
-            opt.zero_grad()
-            loss.backward()
-            grad_norm = optim.clip_grad_norm_(params, cfg.grad_clip)
-            if not (np.isfinite(loss.item()) and np.isfinite(grad_norm)):
-                raise TrainingStopped(f"step {step}: the loss ({loss.item()}) or gradient norm ({grad_norm}) is "
-                                      f"not finite; stopped without saving this step", step, False)
-            opt.step()
-            window.append(figure)
+            window.append(optimizer_step(model, params, opt, loss_fn, x0, rng, cfg.grad_clip, step))
             if step % cfg.log_every == 0 or step == cfg.steps:
                 done = step - start_step
                 elapsed = time.perf_counter() - start
@@ -132,14 +150,7 @@ def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state
                     f"{done / elapsed:5.1f} steps/s  ETA {elapsed / done * (cfg.steps - step):5.0f}s")
                 window = []
             if tracker and (step % cfg.eval_every == 0 or step == cfg.steps):
-                with eval_mode(model):
-                    value = validate(model)
-                stop = tracker.update(step, value, model)
-                log(f"step {step:6d}/{cfg.steps}  validation {metric} {value:.4f} nats/char  "
-                    f"(best {tracker.best:.4f} at step {tracker.best_step})")
-                if stop and step < cfg.steps:
-                    log(f"early stop at step {step}: no improvement in {cfg.patience} validations")
-                    stopped_early = True
+                stopped_early = tracker.validate(step, model, validate, cfg, metric, log)
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
                 save(step, opt)
             if ctrl_c.pressed and step < cfg.steps:
