@@ -1,0 +1,440 @@
+"""Data parallelism on one machine: N worker processes share one copy of the weights (as PyTorch's
+torch.nn.parallel.DistributedDataParallel, built from the standard library like torch.multiprocessing).
+
+    ddp = DistributedDataParallel(model, make_model, model_kwargs, loss_fn, workers=2)
+    with ddp:
+        for step in ...:
+            opt.zero_grad()
+            loss, figure = ddp.backward(x_rows, y_rows, denominator=D)   # fills every p.grad of `model`
+            opt.step()                                                # the ordinary optimizer, unchanged
+
+Why processes: NumPy runs its elementwise kernels on one core, and Python threads share one interpreter lock,
+so the other cores of a laptop idle during a training step. Processes share neither. Each worker is started
+with the "spawn" method (a fresh interpreter: no copy of the parent's threads or locks, the same on Linux,
+macOS and Windows) and with OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=MKL_NUM_THREADS=1 in its environment from
+the moment it starts, so its BLAS runs one thread and N workers use N cores instead of fighting over them.
+(The variables are set in os.environ only while the workers start: a spawned child's environment is copied
+at that moment, before its first import, and the parent's own BLAS, already loaded, is left alone.)
+
+The design, step by step:
+  * One shared-memory segment (multiprocessing.shared_memory) holds the weights, flattened into one array
+    of P numbers, followed by a (N, P) array of gradients, one row per worker.
+  * The parent's `model` keeps working as before, but each of its parameters' `.data` becomes a view into
+    the shared weights (its values are copied in first). The optimizer updates `p.data` in place, so its
+    step writes straight into shared memory, and the workers see the new weights at the next step without
+    a copy through a pipe. (If something rebinds a `p.data` to a new array, backward() copies it into the
+    shared array and points `p.data` back at it.)
+  * Each worker rebuilds the same model from a picklable recipe, `make_model(**model_kwargs)` (a function
+    defined at module level, e.g. diffusion.checkpoint.build_model with the model's `config`), then points
+    its parameters at the same shared weights. Its own initial weights are thrown away.
+  * backward(*rows, **shared) splits every row array (first axis = the batch) into N contiguous shards,
+    sends shard r and the `shared` values through a pipe to worker r, which runs loss_fn on it, calls
+    backward and writes its gradients into row r of the gradient array. The parent then adds the rows in
+    the fixed order 0, 1, ..., N-1 (the all-reduce), so for a given N the result is the same bits on every
+    run, and sets each `p.grad`. The optimizer step runs in the parent only: one update of one copy.
+  * The pipes carry only the inputs and a few numbers back; the weights and gradients never go through
+    them. The parent waits on the pipes and on each worker's process sentinel together, so a worker that
+    dies or raises stops the parent within a moment with a WorkerError naming it — never a hang.
+  * Workers ignore Ctrl-C (SIGINT reaches the whole process group): the parent decides. close(), which
+    `with` calls however the block ends (an exception, KeyboardInterrupt), stops the workers (SIGTERM, then
+    SIGKILL if they do not exit), gives the parent's parameters back their own memory, and unlinks the
+    segment, so nothing is left in /dev/shm. A worker whose parent dies sees its pipe close and exits.
+
+Why the sum of the shard gradients is the batch gradient. A batch loss is a weighted mean,
+loss = (1/D) sum_rows c_row, where D is a number of the whole batch (the characters in it, or the masked
+positions). The gradient is linear, so grad loss = sum over shards s of grad[(1/D) sum_{rows in s} c_row]:
+each shard's term is its sum of costs divided by the *batch's* D. A shard that divided by its own D_s
+(its own mean) would be off by D_s / D, and the sum would be wrong. Hence the contract for loss_fn: it
+returns the shard's share, (1/D) * (sum of the shard's costs), with D handed in by the parent, computed
+from the whole batch (the `shared` keyword arguments of backward reach every worker unchanged):
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X, y, w = rng.normal(size=(6, 3)), rng.normal(size=6), rng.normal(size=3)
+    >>> def grad(X, y, D):                    # gradient of sum((X w - y)^2) / D with respect to w
+    ...     return 2 * X.T @ (X @ w - y) / D
+    >>> batch = grad(X, y, D=6)               # the mean over all 6 rows
+    >>> bool(np.allclose(batch, grad(X[:4], y[:4], D=6) + grad(X[4:], y[4:], D=6)))   # the batch's D
+    True
+    >>> bool(np.allclose(batch, grad(X[:4], y[:4], D=4) + grad(X[4:], y[4:], D=2)))   # each shard's own
+    False
+
+The sum is the batch gradient up to rounding: float addition is not associative, so N shards add the same
+terms in a different order than one process does (about 1e-7 relative in float32). Losses and predictions
+agree to that level. Adam divides each gradient by its own running size, so where a gradient is zero in
+exact arithmetic and only rounding is left (an attention key's bias: softmax ignores a shift shared by all
+keys), the rounding moves the weight: measured, up to about lr / 30 apart after 20 steps for that bias, while
+every other weight stays within 1e-6. For a given N everything is bit-identical from run to run.
+
+Dropout draws its masks inside the network from the engine's generator (tinygrad_lite.random). Each worker
+reseeds its own generator every step from (a seed the parent draws from its engine generator, the worker's
+rank), so runs are repeatable for a given N and a resumed run that restored the engine generator repeats
+the rest; but the masks depend on how the batch is split: with dropout > 0, results depend on N. That is the
+one thing that does (the default models have dropout 0).
+
+workers=1 is allowed (one worker does the whole batch) but only useful for tests: a program should simply
+not use this module with one process.
+"""
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import time
+import traceback
+import weakref
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from . import random as _random
+
+BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def available_cores():
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                          # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class WorkerError(RuntimeError):
+    """A worker died or raised. str(error) is one line naming the worker and what happened; `worker` is its
+    rank, `pid` its process id, `worker_traceback` the worker's traceback text when it raised (else None)."""
+
+    def __init__(self, message, worker=None, pid=None, worker_traceback=None):
+        super().__init__(message)
+        self.worker, self.pid, self.worker_traceback = worker, pid, worker_traceback
+
+
+@contextlib.contextmanager
+def _environment(values):
+    """Set environment variables for the duration of the block, then restore the previous values."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _layout(params):
+    """(shapes, offsets, total size) of the parameters laid end to end in one flat array."""
+    shapes = [p.shape for p in params]
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
+    return shapes, offsets, offsets[-1]
+
+
+def _segment_arrays(shm, dtype, P, workers):
+    """The two arrays in the segment: the weights (P,) and the gradients (workers, P)."""
+    weights = np.ndarray((P,), dtype=dtype, buffer=shm.buf)
+    grads = np.ndarray((workers, P), dtype=dtype, buffer=shm.buf, offset=P * dtype.itemsize)
+    return weights, grads
+
+
+def _describe_exit(proc):
+    """'was killed by signal SIGKILL' / 'exited with code 1' for a finished process."""
+    code = proc.exitcode
+    if code is None:
+        return "closed its pipe but is still running"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _one_line(error):
+    """'ValueError: the message' on one line, for the parent's one-line WorkerError."""
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+# ----------------------------------------------------------------------------- the worker side
+def _worker_main(rank, conn, shm_name, dtype, shapes, offsets, workers, make_model, model_kwargs, loss_fn,
+                 initializer):
+    """A worker's whole life: attach, rebuild the model on the shared weights, then serve steps until told
+    to stop or until the parent's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the parent's to handle
+    try:
+        if initializer is not None:
+            initializer()
+        shm = shared_memory.SharedMemory(name=shm_name)
+        dtype = np.dtype(dtype)
+        P = offsets[-1]
+        weights, grads = _segment_arrays(shm, dtype, P, workers)
+        model = make_model(**model_kwargs)
+        params = model.parameters()
+        got = [(tuple(p.shape), str(p.dtype)) for p in params]
+        want = [(tuple(s), str(dtype)) for s in shapes]
+        if got != want:
+            raise ValueError(f"make_model built a model whose parameters differ from the parent's: "
+                             f"{len(got)} parameters {got[:3]}... against {len(want)} {want[:3]}...")
+        for p, start, end, shape in zip(params, offsets, offsets[1:], shapes):
+            p.data = weights[start:end].reshape(shape)      # a view: the parent's updates show up here
+        conn.send(("ready",))
+    except BaseException as e:                           # noqa: BLE001 (reported to the parent, then exit)
+        conn.send(("error", _one_line(e), traceback.format_exc()))
+        return
+    my_grads = grads[rank]
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):                         # the parent is gone
+            return
+        if message[0] == "stop":
+            return
+        _, training, seed, rows, shared = message
+        try:
+            _random.manual_seed([seed, rank])                # this step's dropout stream (see the docstring)
+            model.train(training)
+            for p in params:
+                p.grad = None
+            loss, figure = loss_fn(model, *rows, **shared)
+            loss.backward()
+            has_grad = []
+            for p, start, end in zip(params, offsets, offsets[1:]):
+                has_grad.append(p.grad is not None)
+                my_grads[start:end] = 0 if p.grad is None else p.grad.reshape(-1)
+                p.grad = None                               # free it now rather than at the next step
+            conn.send(("done", loss.item(), float(figure), has_grad))
+        except Exception as e:                              # noqa: BLE001 (the parent raises it)
+            conn.send(("error", _one_line(e), traceback.format_exc()))
+
+
+# ----------------------------------------------------------------------------- the parent side
+def _shutdown(processes, connections, shm, graceful):
+    """Stop the workers and remove the segment. A module-level function (not a method) so that
+    weakref.finalize can call it at exit for a DistributedDataParallel that was never closed."""
+    try:
+        if graceful:
+            for conn in connections:
+                with contextlib.suppress(OSError):
+                    conn.send(("stop",))
+            deadline = time.monotonic() + 2.0
+            for proc in processes:
+                proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()                            # SIGTERM: a worker keeps no state worth saving
+        for proc in processes:
+            proc.join(2.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in connections:
+            conn.close()
+    finally:
+        # unlink first: it removes the name from /dev/shm even while views into the memory still exist
+        with contextlib.suppress(FileNotFoundError):
+            shm.unlink()
+        with contextlib.suppress(BufferError):             # an array still viewing it: freed with that array
+            shm.close()
+
+
+class DistributedDataParallel:
+    """Train `model` with N worker processes sharing its weights (module docstring: the design).
+
+    model: the parent's model; its parameters (all of one floating dtype) move into shared memory and the
+        parent's optimizer, built on model.parameters() as usual, updates them there.
+    make_model, model_kwargs: make_model(**model_kwargs) builds the same architecture in a worker; both must
+        pickle (a module-level function and plain values), since a spawned worker starts from nothing.
+    loss_fn(model, *rows, **shared) -> (loss Tensor, figure float): the loss of a shard of the batch, a
+        scalar whose sum over the shards is the batch's loss: per-row costs divided by a denominator of the
+        whole batch, passed in `shared`, never by the shard's own (module docstring). `figure` (a number to
+        log, in the same additive form) is summed the same way. Must pickle, like make_model.
+    workers: processes to start (>= 1). timeout: seconds to wait for the workers at start and at each step
+        before raising WorkerError (None: no limit; a worker that dies or raises is noticed at once anyway).
+    initializer: called with no arguments first thing in each worker (as multiprocessing.Pool's), e.g.
+        tinygrad_lite.malloc.keep_freed_memory when the program chose it for itself: a process-wide
+        setting, so each worker has to make the choice again.
+
+    Use it as a context manager (or call close()): leaving the block, however it is left, stops the workers
+    and removes the shared memory, and the parent's parameters keep their current values in their own memory.
+    """
+
+    def __init__(self, model, make_model, model_kwargs, loss_fn, workers=2, timeout=None, initializer=None):
+        if int(workers) != workers or workers < 1:
+            raise ValueError(f"DistributedDataParallel: workers must be a whole number >= 1, got {workers}")
+        for name, value in (("make_model", make_model), ("model_kwargs", model_kwargs), ("loss_fn", loss_fn),
+                            ("initializer", initializer)):
+            try:
+                pickle.dumps(value)
+            except Exception as e:                          # noqa: BLE001 (a lambda, a nested function, ...)
+                raise TypeError(f"DistributedDataParallel: {name} must be picklable (a function defined at "
+                                f"module level, plain values): {e}") from None
+        self.model, self.workers, self.timeout = model, int(workers), timeout
+        self.params = model.parameters()
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1 or not np.issubdtype(next(iter(dtypes)), np.floating):
+            raise TypeError(f"DistributedDataParallel: the parameters must share one floating dtype, got {dtypes}")
+        self.dtype = np.dtype(next(iter(dtypes)))
+        self.shapes, self.offsets, P = _layout(self.params)
+        self._closed = True                                 # until the segment exists
+        size = max(1, (1 + self.workers) * P * self.dtype.itemsize)     # the weights, then a gradient per worker
+        self._shm = shared_memory.SharedMemory(create=True, size=size)
+        self.shm_name = self._shm.name
+        self._processes, self._connections, self._views = [], [], []
+        # registered before any worker starts, so even an interrupted start cleans up at interpreter exit
+        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections, self._shm, False)
+        self._closed = False
+        try:
+            self._weights, self._grads = _segment_arrays(self._shm, self.dtype, P, self.workers)
+            for p, start, end, shape in zip(self.params, self.offsets, self.offsets[1:], self.shapes):
+                view = self._weights[start:end].reshape(shape)
+                view[...] = p.data
+                p.data = view                              # the parent's weights now live in the segment
+                self._views.append(view)
+            self._start(make_model, model_kwargs, loss_fn, initializer)
+        except BaseException:                               # incl. KeyboardInterrupt while workers start
+            self.close(graceful=False)
+            raise
+
+    def _start(self, make_model, model_kwargs, loss_fn, initializer):
+        context = multiprocessing.get_context("spawn")
+        with _environment(BLAS_THREADS_ENV):               # copied into each child as it starts
+            for rank in range(self.workers):
+                parent_end, child_end = context.Pipe()
+                proc = context.Process(
+                    target=_worker_main, name=f"ddp-worker-{rank}", daemon=True,
+                    args=(rank, child_end, self.shm_name, self.dtype.str, self.shapes, self.offsets,
+                          self.workers, make_model, model_kwargs, loss_fn, initializer))
+                proc.start()
+                child_end.close()                           # so the parent sees EOF when the child dies
+                self._processes.append(proc)
+                self._connections.append(parent_end)
+        self._gather("start")
+
+    @property
+    def pids(self):
+        """The workers' process ids, by rank."""
+        return [proc.pid for proc in self._processes]
+
+    # ------------------------------------------------------------------ a step
+    def backward(self, *rows, **shared):
+        """Gradient of the batch's loss into `.grad` of every parameter of the parent's model (accumulated
+        as Tensor.backward does: call optimizer.zero_grad() first). Returns (loss, figure) of the batch: the
+        sums over the shards, in rank order.
+
+        rows: arrays with the batch on the first axis (B, ...), all with the same B >= workers; worker r gets
+        rows[i][start_r:end_r] of each, a contiguous shard (sizes differ by at most one). None is passed
+        through as None. shared: keyword values every worker gets unchanged (the batch's denominators)."""
+        if self._closed:
+            raise RuntimeError("DistributedDataParallel: backward() after close()")
+        sizes = {len(r) for r in rows if r is not None}
+        if len(sizes) != 1:
+            raise ValueError(f"DistributedDataParallel.backward: the row arrays must have one common length "
+                             f"(the batch), got lengths {sorted(sizes) or 'none'}")
+        B = sizes.pop()
+        if B < self.workers:
+            raise ValueError(f"DistributedDataParallel.backward: a batch of {B} rows cannot feed {self.workers} "
+                             f"workers")
+        self._sync_parameters()
+        bounds = [B * r // self.workers for r in range(self.workers + 1)]
+        seed = int(_random.generator().integers(2 ** 63))  # the workers' dropout seed for this step
+        for rank, conn in enumerate(self._connections):
+            shard = tuple(None if r is None else r[bounds[rank]:bounds[rank + 1]] for r in rows)
+            try:
+                conn.send(("step", self.model.training, seed, shard, shared))
+            except OSError:                                 # its end of the pipe is gone: it died
+                self._processes[rank].join(1.0)
+                raise self._fail(rank, _describe_exit(self._processes[rank])) from None
+        try:
+            answers = self._gather("step")
+        except BaseException:          # e.g. Ctrl-C: the workers are mid-step, their answers would be stale
+            self.close(graceful=False)
+            raise
+        # the all-reduce: rows added in the fixed order 0, 1, ..., N-1, so a given N always gives the same bits
+        total = self._grads[0].copy()
+        for rank in range(1, self.workers):
+            total += self._grads[rank]
+        has_grad = np.any([answer[3] for answer in answers], axis=0)
+        for p, start, end, shape, has in zip(self.params, self.offsets, self.offsets[1:], self.shapes, has_grad):
+            if has:                                         # never-used parameters keep grad None, as in one process
+                g = total[start:end].reshape(shape)
+                p.grad = g if p.grad is None else p.grad + g
+        loss = figure = 0.0
+        for answer in answers:
+            loss, figure = loss + answer[1], figure + answer[2]
+        return loss, figure
+
+    def _sync_parameters(self):
+        """Make sure every p.data is still its view of the shared weights (an out-of-place update, or
+        `p.data = ...`, would have silently cut it off)."""
+        for i, (p, view) in enumerate(zip(self.params, self._views)):
+            if p.data is not view:
+                if p.data.shape != view.shape:
+                    raise ValueError(f"DistributedDataParallel: parameter {i} changed shape from {view.shape} "
+                                     f"to {p.data.shape}")
+                view[...] = p.data
+                p.data = view
+
+    def _gather(self, what):
+        """Wait for one answer from every worker, watching their pipes and their process sentinels together.
+        Returns the answers by rank; raises WorkerError (after closing) on a death, an error or the timeout."""
+        answers = [None] * self.workers
+        pending = set(range(self.workers))
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while pending:
+            waiting = [self._connections[r] for r in pending] + [self._processes[r].sentinel for r in pending]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # short slices: a Ctrl-C that lands in another thread still raises here promptly
+            ready = multiprocessing.connection.wait(waiting, 0.25 if left is None else min(left, 0.25))
+            if not ready:
+                if deadline is not None and time.monotonic() >= deadline:
+                    late = sorted(pending)
+                    others = f" (nor did worker(s) {', '.join(map(str, late[1:]))})" if len(late) > 1 else ""
+                    raise self._fail(late[0], f"did not answer the {what} within {self.timeout} s{others}")
+                continue
+            for rank in sorted(pending):
+                conn, proc = self._connections[rank], self._processes[rank]
+                if conn in ready or proc.sentinel in ready:
+                    try:
+                        answer = conn.recv() if conn.poll() else None   # a last word before dying counts
+                    except (EOFError, OSError):
+                        answer = None
+                    if answer is None:
+                        proc.join(1.0)
+                        raise self._fail(rank, f"{_describe_exit(proc)} during the {what}")
+                    if answer[0] == "error":
+                        raise self._fail(rank, f"raised during the {what}: {answer[1]}", answer[2])
+                    answers[rank] = answer
+                    pending.discard(rank)
+        return answers
+
+    def _fail(self, rank, what, worker_traceback=None):
+        """Close everything, then return the WorkerError to raise."""
+        pid = self._processes[rank].pid
+        self.close(graceful=False)
+        return WorkerError(f"data-parallel worker {rank} (pid {pid}) {what}", rank, pid, worker_traceback)
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self, graceful=True):
+        """Stop the workers and remove the shared memory; the parent's parameters get their own copies of
+        the current weights. Safe to call twice; `with` calls it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for p, view in zip(self.params, self._views):
+                if p.data is view:
+                    p.data = view.copy()                    # the current weights, in the parent's own memory
+        finally:
+            self._views = self._weights = self._grads = None    # drop our views so the segment can close
+            self._finalizer.detach()
+            _shutdown(self._processes, self._connections, self._shm, graceful)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(graceful=exc_type is None)
+        return False
