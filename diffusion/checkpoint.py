@@ -19,6 +19,7 @@ from .models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser
 
 MODELS = {"mlp": MLPDenoiser, "skip_mlp": SkipMLPDenoiser, "transformer": TransformerDenoiser,
           "ar_transformer": ARTransformer}
+DENOISERS, AR = ("transformer", "mlp", "skip_mlp"), ("ar_transformer",)      # the kinds a tool may ask for
 NAMES = {"mlp": "an MLP denoiser", "skip_mlp": "a skip-MLP denoiser", "transformer": "a Transformer denoiser",
          "ar_transformer": "an AR Transformer"}                  # what each kind is called in messages
 

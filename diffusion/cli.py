@@ -11,6 +11,7 @@ runs/skip_mlp.npz). A run never replaces a file that is already there: it stops 
 the file holds; --overwrite replaces it, --resume FILE continues FILE in place.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from tinygrad_lite.malloc import keep_freed_memory
 
 from . import checkpoint
 from .autoregressive import ar_loss, is_autoregressive, row_nll
-from .data import DEFAULT_NAMES, NamesData, NamesFileError, chars_per_name, load_names
+from .data import DEFAULT_NAMES, NamesData, NamesFileError, chars_per_name
 from .evaluation import format_likelihood, likelihood_figures, sample_quality
 from .likelihood import nelbo, unigram_nll
 from .loss import OBJECTIVES, diffusion_loss
@@ -186,6 +187,19 @@ def check_writable(path, flag):
         fail(f"{flag} {path} cannot be written ({e.strerror or e})")
 
 
+def check_json(path, out=None):
+    """--json: writable, and neither a checkpoint nor the run's own --out (figures never replace a model)."""
+    check_writable(path, "--json")
+    if out and os.path.abspath(path) == os.path.abspath(out):
+        fail(f"--json {path} is also the --out checkpoint; give the figures a file of their own")
+    if os.path.exists(path):
+        try:
+            meta = checkpoint.read_meta(path)
+        except checkpoint.CheckpointError:
+            return                                                # an earlier figures file: replaced
+        fail(f"--json {path} holds {checkpoint.describe(meta)}; figures never replace a model: give them another file")
+
+
 def check_free(path, flag="--out", overwrite=False, resumed=None):
     """A run may write `path` only if nothing is there, it is the checkpoint being resumed, or --overwrite."""
     check_writable(path, flag)
@@ -234,9 +248,11 @@ def load_checkpoint(path, kinds=None, use=""):
 
 
 def _same_contents(path, sha256):
+    """Whether the file at `path` has these contents (NamesReport.sha256 is the hash of the file's bytes)."""
     try:
-        return load_names(path).sha256 == sha256
-    except NamesFileError:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == sha256
+    except OSError:
         return False
 
 
@@ -341,7 +357,7 @@ def prepare(args, make_model, kind):
         args.names, args.L, args.out = args.names or DEFAULT_NAMES, args.L or DEFAULT_L, args.out or args.default_out
     check_free(args.out, "--out", args.overwrite, resumed=args.resume)
     if args.json:
-        check_writable(args.json, "--json")
+        check_json(args.json, args.out)
     data = load_data(args)
     check_length(data)
     if not args.resume:
@@ -376,7 +392,7 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, val
         if not e.interrupted:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
-        script = os.path.relpath(sys.argv[0])
+        script = TRAINERS[model.config["kind"]]                  # compare.py trains too, but resumes nothing
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}",
               file=sys.stderr)
         sys.exit(130)

@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer  # noqa: E402
-from diffusion.cli import (DEFAULT_L, check_free, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
+from diffusion import checkpoint  # noqa: E402
+from diffusion.cli import (DEFAULT_L, check_free, check_json, check_length, fail, load_checkpoint, load_data,  # noqa: E402
                            recorded_names, save_json, script_main, train_and_test, trainer_parser)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
@@ -27,9 +28,9 @@ from diffusion.trainer import TrainConfig  # noqa: E402
 
 TEMPERATURES = (0.8, 1.0)
 SAMPLING_STEPS = (1, 2, 4, 8, 16)
-KINDS = {"AR": (("ar_transformer",), lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4,
+KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4,
                                                                dropout=args.dropout)),
-         "diffusion": (("transformer", "mlp", "skip_mlp"),
+         "diffusion": (checkpoint.DENOISERS,
                        lambda args: TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout))}
 
 
@@ -40,6 +41,8 @@ def parse_args():
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
     p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")
     args = p.parse_args()
+    if args.num_samples == 0:
+        fail("compare.py compares samples: --num-samples must be at least 1")
     if args.resume:
         fail("compare.py does not resume; train with scripts/train_ar.py or scripts/train.py --resume, then "
              "pass --ar-checkpoint / --diffusion-checkpoint")
@@ -113,13 +116,17 @@ def training_table(models, info):
 def main():
     args = parse_args()
     given, args.names = load_given(args)
-    args.L = next((model.L for model, _, _ in given.values()), args.L or DEFAULT_L)
+    given_L = next((model.L for model, _, _ in given.values()), None)
+    if args.L and given_L and args.L != given_L:
+        fail(f"--L {args.L} differs from the given checkpoint's L={given_L}; both models must share it (drop --L)")
+    args.L = given_L or args.L or DEFAULT_L
     for kind in ("AR", "diffusion"):
         if kind not in given:
             check_free(out_path(args, kind), "--out", args.overwrite)
     if args.json:
-        check_writable(args.json, "--json")
+        check_json(args.json)
     data = load_data(args)
+    check_length(data)
     models, info = {}, {}
     for kind in ("AR", "diffusion"):
         models[kind], info[kind] = get_model(kind, given, args, data)

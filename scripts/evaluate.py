@@ -16,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
-from diffusion.cli import (OneLineParser, check_writable, fail, load_checkpoint, load_data,  # noqa: E402
+from diffusion import checkpoint  # noqa: E402
+from diffusion.cli import (OneLineParser, check_json, fail, load_checkpoint, load_data,  # noqa: E402
                            nonnegative_float, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
@@ -36,9 +37,9 @@ def main():
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
     if args.json:
-        check_writable(args.json, "--json")
+        check_json(args.json)
     model, meta, _ = load_checkpoint(args.checkpoint)
-    ar_model = (load_checkpoint(args.ar_checkpoint, ("ar_transformer",), "--ar-checkpoint")[0]
+    ar_model = (load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0]
                 if args.ar_checkpoint else None)
     if args.steps and is_autoregressive(model):
         fail(f"--steps is an option of the masked sampler; {args.checkpoint} holds an AR model")

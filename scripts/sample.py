@@ -134,7 +134,7 @@ def main():
 def sample_left_to_right(model, args, p):
     """An AR checkpoint: names left to right, continuing a fixed prefix if the template is one ("ma*")."""
     for flag in ("steps", "length_mode", "length", "edit", "positions", "order", "choice_temperature", "threshold",
-                 "remask", "top_k", "top_p", "show_steps", "forward"):
+                 "remask", "top_k", "top_p", "show_steps", "forward", "times"):
         if getattr(args, flag) != p.get_default(flag):
             fail(f"--{flag.replace('_', '-')} is an option of the masked sampler; {args.checkpoint} holds an AR "
                  f"model, which writes names left to right")

@@ -19,7 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.cli import (OneLineParser, check_writable, comma_list, fail, load_checkpoint,  # noqa: E402
+from diffusion import checkpoint  # noqa: E402
+from diffusion.cli import (OneLineParser, check_json, comma_list, fail, load_checkpoint,  # noqa: E402
                            load_data, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import ordered_nll  # noqa: E402
@@ -73,10 +74,10 @@ def main():
     if unknown or not variants:
         fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     if args.json:
-        check_writable(args.json, "--json")
-    model, meta, _ = load_checkpoint(args.checkpoint, ("transformer", "mlp", "skip_mlp"),
+        check_json(args.json)
+    model, meta, _ = load_checkpoint(args.checkpoint, checkpoint.DENOISERS,
                                      "the sampler table (an AR model goes in --ar-checkpoint)")
-    ar = (load_checkpoint(args.ar_checkpoint, ("ar_transformer",), "--ar-checkpoint")[0]
+    ar = (load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0]
           if args.ar_checkpoint else None)
     if max(args.steps) > model.L:
         fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")

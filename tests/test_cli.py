@@ -203,6 +203,8 @@ def test_a_moved_checkpoint_finds_names_txt_by_its_contents(tmp_path, capsys):
     (lambda d: ["--out", str(d / "names300.txt" / "m.npz")], "is a file, not a folder"),
     (lambda d: ["--out", str(d / "new.npz"), "--json", str(d)], "--json"),
     (lambda d: ["--out", str(d / "names300.txt")], "not a checkpoint"),
+    (lambda d: ["--out", str(d / "new.npz"), "--json", str(d / "ar.npz")], "figures never replace a model"),
+    (lambda d: ["--out", str(d / "new.npz"), "--json", str(d / "new.npz")], "also the --out checkpoint"),
 ])
 def test_bad_outputs_stop_before_training(runs, flags, says):
     before = snapshot(runs)
@@ -346,3 +348,11 @@ def test_cli_values_parse_or_exit_2(flag, value):
         assert parsed > 0
     else:
         assert parsed >= 0
+
+
+@pytest.mark.scripts
+def test_compare_checks_its_flags_before_training(runs):
+    assert "--num-samples must be at least 1" in one_line_error(run_script("scripts/compare.py", "--num-samples", "0"))
+    line = one_line_error(run_script("scripts/compare.py", "--diffusion-checkpoint", str(runs / "transformer.npz"),
+                                     "--L", "12"))
+    assert "differs from the given checkpoint's L=16" in line
