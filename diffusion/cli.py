@@ -35,6 +35,7 @@ SWEEP = (0.5, 0.8, 1.0, 1.5)
 TRAINERS = {"transformer": "scripts/train.py", "ar_transformer": "scripts/train_ar.py",
             "mlp": "scripts/train_minimal.py", "skip_mlp": "scripts/train_pure.py"}      # model kind -> its trainer
 DEFAULT_L = 16
+DEFAULT_CHECKPOINT = "runs/transformer.npz"   # scripts/train.py's --out: what sample, evaluate and bench read
 MAX_L = 64    # a name is a short row: attention costs grow as L^2 and the MLPs' weights with L
 
 

@@ -31,6 +31,7 @@ import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
 from tinygrad_lite.malloc import keep_freed_memory  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
+from diffusion.cli import DEFAULT_CHECKPOINT  # noqa: E402
 from diffusion.data import MASK, NamesData  # noqa: E402
 from diffusion.likelihood import nelbo  # noqa: E402
 from diffusion.loss import diffusion_loss  # noqa: E402
@@ -303,7 +304,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="few repeats, short training run (smoke test)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.add_argument("--checkpoint", default="runs/transformer.npz",
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="the trained model the sampling rows use (an untrained one if the file is not there)")
     p.add_argument("--child-step", choices=["default", "keep-freed"], help=argparse.SUPPRESS)
     p.add_argument("--child-repeats", type=int, default=30, help=argparse.SUPPRESS)

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (OneLineParser, check_json, fail, load_checkpoint, load_data,  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, check_json, fail, load_checkpoint, load_data,  # noqa: E402
                            nonnegative_float, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
@@ -25,7 +25,7 @@ from diffusion.metrics import format_report  # noqa: E402
 
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="runs/transformer.npz", help="a .npz written by one of the trainers")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="a .npz written by one of the trainers")
     p.add_argument("--ar-checkpoint", default=None, help="AR model that scores the samples (generative NLL)")
     p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")
     p.add_argument("--num-samples", type=positive_int, default=1000)

@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion.autoregressive import is_autoregressive, sample_ar  # noqa: E402
-from diffusion.cli import (OneLineParser, comma_list, fail, load_checkpoint, nonnegative_float,  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, comma_list, fail, load_checkpoint, nonnegative_float,  # noqa: E402
                            positive_float, positive_int, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
@@ -49,7 +49,7 @@ def length_arg(text):
 def parser():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="runs/transformer.npz",
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="a .npz written by one of the trainers (default: scripts/train.py's)")
     p.add_argument("--num", type=positive_int, default=20, help="how many names (default 20)")
     p.add_argument("--temperature", type=positive_float, default=1.0,

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (OneLineParser, check_json, comma_list, fail, load_checkpoint,  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, check_json, comma_list, fail, load_checkpoint,  # noqa: E402
                            load_data, positive_float, positive_int, recorded_names, save_json, script_main)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import ordered_nll  # noqa: E402
@@ -58,7 +58,7 @@ def own_distribution(model, data, tokens):
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="runs/transformer.npz", help="the diffusion denoiser (.npz)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the diffusion denoiser (.npz)")
     p.add_argument("--ar-checkpoint", default=None, help="an AR model (.npz, scripts/train_ar.py) for gen NLL")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--num", type=positive_int, default=1000, help="names per cell (default 1000)")
