@@ -104,9 +104,21 @@ def load(path):
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the model from its config {config}: {e}") from None
     weights = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    weights, optim_state = _without_key_bias(weights, model, optim_state={
+        k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
     try:
         model.load_state_dict(weights)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
-    optim_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     return model, meta, optim_state
+
+
+def _without_key_bias(weights, model, optim_state):
+    """A checkpoint written before attention's key projection lost its bias (tinygrad_lite.nn.
+    MultiHeadSelfAttention says why) still loads: that bias never changed an output, so dropping it keeps the
+    model's predictions. Its optimizer state is indexed by the old parameter list, so it is dropped too: such a
+    checkpoint samples and evaluates but cannot be resumed. Returns (weights, optimizer state)."""
+    old = [k for k in weights if k.endswith("attn.key.bias") and k not in dict(model.named_parameters())]
+    if not old:
+        return weights, optim_state
+    return {k: v for k, v in weights.items() if k not in old}, {}

@@ -109,14 +109,18 @@ def merge_heads(t):
 
 
 def linear(x, weights, name):
+    """x W^T + b (no b for a Linear without bias: attention's key)."""
     y = x @ weights[name + ".weight"].T
-    y += weights[name + ".bias"]
+    if name + ".bias" in weights:
+        y += weights[name + ".bias"]
     return y
 
 
 def linear_backward(g, x, weights, name, grads):
-    """Fills grads[name.weight] = g^T x and grads[name.bias] = sum g; returns dx = g W."""
-    grads[name + ".weight"], grads[name + ".bias"] = g.T @ x, colsum(g)
+    """Fills grads[name.weight] = g^T x and grads[name.bias] = sum g (if it has one); returns dx = g W."""
+    grads[name + ".weight"] = g.T @ x
+    if name + ".bias" in weights:
+        grads[name + ".bias"] = colsum(g)
     return g @ weights[name + ".weight"]
 
 

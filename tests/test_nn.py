@@ -43,7 +43,7 @@ def make_model(seed=0, **kwargs):
 
 # ---------------------------------------------------------------------------------------------- Module
 BLOCK_PARAMS = ["ln1.weight", "ln1.bias", "attn.query.weight", "attn.query.bias", "attn.key.weight",
-                "attn.key.bias", "attn.value.weight", "attn.value.bias", "attn.proj.weight", "attn.proj.bias",
+                "attn.value.weight", "attn.value.bias", "attn.proj.weight", "attn.proj.bias",
                 "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"]
 
 

@@ -333,7 +333,7 @@ def test_default_sampler_draws_the_length_first_likelihoods_distribution():
     every valid name (L = 3: 18,278) must sum to 1 and the 30 likeliest names must be drawn at their
     probabilities. Two controls must not match: the same samples against left-to-right order, and the plain
     sampler without the length step (whose PAD-first bias this denoiser has) against the length-first model."""
-    tl.manual_seed(3)
+    tl.manual_seed(5)                                  # a model whose plain sampler shows the PAD bias (not all do)
     model = TransformerDenoiser(L=3, dim=16, layers=1, heads=2)
     model.head.weight.data *= 6                        # peaked: a few names carry most of the mass
     model.head.bias.data *= 6

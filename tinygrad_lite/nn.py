@@ -150,6 +150,11 @@ class MultiHeadSelfAttention(Module):
 
     forward(x, key_padding_mask=None): key_padding_mask (B, L) bool, True = padding to ignore (as
     torch.nn.MultiheadAttention). Heads are a reshape, not a loop.
+
+    The key projection has no bias (PyTorch's module has one; Whisper's attention drops it too): a key bias b
+    adds q.b to every score of query q, a shift that softmax ignores, so its gradient is zero except for
+    rounding, and Adam, which divides a gradient by its own size, would turn that rounding into real steps
+    (and make training depend on how a batch is split over worker processes).
     """
 
     def __init__(self, dim, num_heads, causal=False, dropout=0.0, dtype=np.float32):
@@ -157,7 +162,7 @@ class MultiHeadSelfAttention(Module):
             raise ValueError(f"MultiHeadSelfAttention: dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.causal, self.p = num_heads, causal, dropout
         self.query = Linear(dim, dim, dtype=dtype)
-        self.key = Linear(dim, dim, dtype=dtype)
+        self.key = Linear(dim, dim, bias=False, dtype=dtype)     # no bias: see the docstring
         self.value = Linear(dim, dim, dtype=dtype)
         self.proj = Linear(dim, dim, dtype=dtype)
         self.dropout = Dropout(dropout)
