@@ -20,6 +20,7 @@ import numpy as np
 from tinygrad_lite import functional as F, no_grad
 from tinygrad_lite.nn import eval_mode
 
+from .chunks import chunk_bounds, run
 from .data import LETTERS, MASK, NUM_CLASSES, PAD, chars_per_name, encode
 from .draw import draw, tempered_softmax
 from .models import Transformer
@@ -63,24 +64,38 @@ def targets_of(x):
     return np.where(after_end, -100, x)
 
 
-def ar_loss(model, x0, rng=None):
-    """Training loss on a batch x0 (B, L): total next-token NLL / (letters + end tokens). Returns (loss Tensor,
-    the same in nats/char as a float). rng is unused (the trainer's loss_fn signature)."""
-    ce = F.cross_entropy(model(inputs_of(x0)), targets_of(x0), reduction="sum")
-    loss = ce * (1.0 / chars_per_name(x0).sum())
+def ar_prepare(model, x0, rng=None):
+    """The parent's half of a step on a batch x0 (B, L), as diffusion.loss.prepare: rows (inputs (B, L),
+    targets (B, L)) and the batch's denominator `chars` (letters + end tokens). rng is unused: no noise."""
+    return (inputs_of(x0), targets_of(x0)), dict(chars=int(chars_per_name(x0).sum()))
+
+
+def next_token_loss(model, inputs, targets, chars):
+    """The loss half: total next-token NLL of the rows / the batch's `chars`. Returns (loss Tensor, the same
+    as a float). Module-level, so a worker process can run it on a shard."""
+    loss = F.cross_entropy(model(inputs), targets, reduction="sum") * (1.0 / chars)
     return loss, loss.item()
 
 
-@no_grad()
-def row_nll(model, x, batch_size=2048):
-    """Per-row total NLL in nats, -log p(x) = sum of the scored next-token costs, for rows x (N, L): (N,)."""
+def ar_loss(model, x0, rng=None):
+    """Training loss on a batch x0 (B, L): total next-token NLL / (letters + end tokens). Returns (loss Tensor,
+    the same in nats/char as a float): ar_prepare, then next_token_loss on the whole batch."""
+    rows, shared = ar_prepare(model, x0, rng)
+    return next_token_loss(model, *rows, **shared)
+
+
+def row_nll(model, x, pool=None):
+    """Per-row total NLL in nats, -log p(x) = sum of the scored next-token costs, for rows x (N, L): (N,).
+    In chunks of rows (chunks.py); pool: a ModelPool to spread them over, or None (this process)."""
     with eval_mode(model):
-        out = np.empty(len(x))
-        for i in range(0, len(x), batch_size):
-            rows = x[i:i + batch_size]
-            ce = F.cross_entropy(model(inputs_of(rows)), targets_of(rows), reduction="none")
-            out[i:i + batch_size] = ce.data.astype(np.float64).sum(axis=1)
-    return out
+        parts = run(model, _row_nll_job, [x[a:b] for a, b in chunk_bounds(len(x))], pool)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+@no_grad()
+def _row_nll_job(model, x):
+    ce = F.cross_entropy(model(inputs_of(x)), targets_of(x), reduction="none")
+    return ce.data.astype(np.float64).sum(axis=1)
 
 
 def name_nll(ar_model, names):
@@ -93,6 +108,11 @@ def name_nll(ar_model, names):
 class ARSamples:
     tokens: np.ndarray        # (N, L) rows: letters, then PAD
     network_calls: int        # forward passes: one per generated position, until every row has ended
+
+    @classmethod
+    def join(cls, parts):
+        """The ARSamples of consecutive chunks of rows as one (network_calls: the most any chunk made)."""
+        return cls(np.concatenate([p.tokens for p in parts]), max(p.network_calls for p in parts))
 
 
 @no_grad()

@@ -11,6 +11,7 @@ runs/skip_mlp.npz). A run never replaces a file that is already there: it stops 
 the file holds; --overwrite replaces it, --resume FILE continues FILE in place.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -20,16 +21,18 @@ import tempfile
 
 import tinygrad_lite as tl
 from tinygrad_lite.malloc import keep_freed_memory
+from tinygrad_lite.parallel import ModelPool, WorkerError, available_cores
 
 from . import checkpoint
-from .autoregressive import ar_loss, is_autoregressive, row_nll
+from .autoregressive import ar_prepare, is_autoregressive, next_token_loss, row_nll
+from .chunks import chunk_bounds
 from .data import DEFAULT_NAMES, NamesData, NamesFileError, chars_per_name
 from .evaluation import format_likelihood, likelihood_figures, sample_quality
 from .likelihood import nelbo, unigram_nll
-from .loss import OBJECTIVES, diffusion_loss
+from .loss import OBJECTIVES, masked_loss, prepare as prepare_noise
 from .metrics import format_report
 from .schedule import SCHEDULES, get_schedule
-from .trainer import TrainConfig, TrainingStopped, train
+from .trainer import Objective, TrainConfig, TrainingStopped, train
 
 SWEEP = (0.5, 0.8, 1.0, 1.5)
 TRAINERS = {"transformer": "scripts/train.py", "ar_transformer": "scripts/train_ar.py",
@@ -37,6 +40,7 @@ TRAINERS = {"transformer": "scripts/train.py", "ar_transformer": "scripts/train_
 DEFAULT_L = 16
 DEFAULT_CHECKPOINT = "runs/transformer.npz"   # scripts/train.py's --out: what sample, evaluate and bench read
 MAX_L = 64    # a name is a short row: attention costs grow as L^2 and the MLPs' weights with L
+MAX_WORKERS = 8   # the default --workers is the cores available, at most this: a step of 64 names splits only so far
 
 
 def _number(kind, low, inclusive=False, what="a number"):
@@ -153,6 +157,8 @@ def trainer_parser(description, **defaults):
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint, in place (its saved settings and data win over the "
                         "flags)")
+    add_workers_flag(p, "processes computing each step's gradient, a shard of the batch each (1: this process "
+                        "only), then the test and the samples, in chunks (the same figures for any number)")
     p.add_argument("--eval-every", type=whole_number, default=d["eval_every"],
                    help="score the validation split every N steps, keep the best weights (0: off)")
     p.add_argument("--patience", type=whole_number, default=d["patience"],
@@ -164,6 +170,44 @@ def trainer_parser(description, **defaults):
         p.add_argument("--time-input", action="store_true", default=d["time_input"],
                        help="condition the denoiser on t (needs --objective nelbo or simple)")
     return p
+
+
+def add_workers_flag(p, what="worker processes sampling and evaluating, in chunks (the same results for any number)"):
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help=f"{what} (default: the cores available, at most {MAX_WORKERS})")
+
+
+def workers(asked, batch_size=None):
+    """--workers: as asked, or by default the cores available, at most MAX_WORKERS. For training at most
+    batch_size too (each worker takes one row of the batch at least: more asked is one line, exit 2)."""
+    if asked is None:
+        return max(1, min(available_cores(), MAX_WORKERS, batch_size or MAX_WORKERS))
+    if batch_size is not None and asked > batch_size:
+        fail(f"--workers {asked} is more than --batch-size {batch_size}: each worker takes one row of the batch at "
+             f"least")
+    return asked
+
+
+def model_pool(model, count, rows=None):
+    """The worker processes sampling and evaluation spread their chunks over (chunks.py): a ModelPool of `count`
+    processes holding `model` (at most one per chunk when the work is `rows` rows), each with this program's
+    allocator setting. One worker process even for count=1: workers run BLAS on one thread, and this process
+    may run it on several, which rounds a matrix product differently; so every figure is computed the same
+    way, and the names and figures are the same bits for any --workers."""
+    if rows is not None:
+        count = max(1, min(count, len(chunk_bounds(rows))))
+    return ModelPool(model, checkpoint.build_model, {"config": model.config}, count, initializer=keep_freed_memory)
+
+
+@contextlib.contextmanager
+def worker_errors(path=None):
+    """A worker process that died or raised ends the program with one line naming it (and what `path`, the
+    run's checkpoint, holds), exit 1."""
+    try:
+        yield
+    except WorkerError as e:
+        print(f"error: {e}" + (f"; {saved_state(path)}" if path else ""), file=sys.stderr)
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- outputs: checked before training
@@ -294,15 +338,16 @@ def load_data(args, L=None):
     return data
 
 
-def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None):
+def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None, pool=None):
     """Print names and their quality figures at each temperature (either kind of model; the generative NLL
-    too when an AR model is given); returns the figures as a list of dicts (none with --num-samples 0)."""
+    too when an AR model is given); returns the figures as a list of dicts (none with --num-samples 0).
+    pool: a model_pool of `model` to sample on, or None."""
     steps = args.sample_steps or model.L
     if steps > model.L:
         fail(f"--sample-steps must be at most L={model.L}, got {steps}")
     rows = []
     for temperature in temperatures if args.num_samples else ():
-        row = sample_quality(model, data, temperature, args.num_samples, steps, args.seed, ar_model)
+        row = sample_quality(model, data, temperature, args.num_samples, steps, args.seed, ar_model, pool)
         names = row["examples"]
         print(f"T={temperature:<4} {format_report(row)}  ({row['network_calls']} network calls, "
               f"{row['seconds']:.2f}s for {args.num_samples})  e.g. {' '.join(names[:8])}")
@@ -323,6 +368,9 @@ def _resume(args, kind):
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:
         fail(f"{args.resume}: this checkpoint has no training state to resume from")
+    if not optimizer_state:
+        fail(f"{args.resume}: this checkpoint has no optimizer state to resume from (one written before attention's "
+             f"key projection lost its bias still samples and evaluates, but cannot be resumed)")
     if meta["step"] >= saved["steps"]:
         fail(f"{args.resume} has finished its {saved['steps']} steps; nothing to resume (a longer run is a new run: "
              f"--steps N with another --out)")
@@ -368,15 +416,19 @@ def prepare(args, make_model, kind):
         start_step, optimizer_state = 0, None
     if cfg.batch_size > len(data.train):
         fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
+    args.workers = workers(args.workers, cfg.batch_size)
     if getattr(model, "time_input", False) and cfg.objective == "exact_k":
         fail("objective exact_k needs a denoiser without time input; use --objective nelbo with --time-input")
-    print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
+    print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters; "
+          f"{args.workers} process{'es' if args.workers > 1 else ''} per step")
     return data, model, cfg, start_step, optimizer_state
 
 
-def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, validate=None, metric="nelbo"):
-    """Train with periodic/interrupt saves to args.out. Ctrl-C: save, print how to resume, exit 130; a
-    non-finite loss: one line, exit 1. validate(model) -> validation nats/char enables early stopping when
+
+def fit(args, model, cfg, data, objective, start_step=0, optimizer_state=None, validate=None, metric="nelbo"):
+    """Train with periodic/interrupt saves to args.out, on args.workers processes. Ctrl-C: save, print how to
+    resume, exit 130; a non-finite loss or a worker process that died or raised: one line, exit 1 (the last
+    checkpoint stays). validate(model) -> validation nats/char enables early stopping when
     cfg.eval_every > 0 (the model ends with its best weights). Returns (train result, save) where
     save(step, optimizer, **figures) writes the checkpoint again with extra figures (to a printed fallback
     file if args.out cannot be written after all, which then becomes args.out)."""
@@ -386,9 +438,12 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, val
     def save(step, optimizer, **figures):
         extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **figures)
         args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra=extra))
+    args.workers = workers(args.workers, cfg.batch_size)          # compare.py reaches here without prepare()
     try:
-        result = train(model, data.train, cfg, loss_fn, start_step=start_step, optimizer_state=optimizer_state,
-                       save=save, save_every=args.save_every, metric=metric, validate=validate)
+        with worker_errors(args.out):
+            result = train(model, data.train, cfg, objective, start_step=start_step, optimizer_state=optimizer_state,
+                           save=save, save_every=args.save_every, metric=metric, validate=validate,
+                           workers=args.workers, worker_init=keep_freed_memory)
     except TrainingStopped as e:
         if not e.interrupted:
             print(f"error: {e}", file=sys.stderr)
@@ -405,31 +460,32 @@ def fit(args, model, cfg, data, loss_fn, start_step=0, optimizer_state=None, val
 
 
 def objective(model, cfg, data):
-    """(loss_fn, validate, metric) for training `model`: next-token NLL for the AR model, the diffusion loss
+    """(Objective, validate, metric) for training `model`: next-token NLL for the AR model, the diffusion loss
     (cfg.objective, cfg.schedule) for a denoiser. validate scores data.val in nats/char: the exact NLL (AR) or
     the NELBO from the same two mask draws every time (so successive figures compare fairly)."""
     if is_autoregressive(model):
         def validate(model):
             return float(row_nll(model, data.val).sum() / chars_per_name(data.val).sum())
-        return ar_loss, validate, "nll"
+        return Objective(ar_prepare, next_token_loss), validate, "nll"
     schedule = get_schedule(cfg.schedule)
 
-    def loss_fn(model, x0, rng):
-        return diffusion_loss(model, x0, schedule, rng, cfg.objective)
+    def noise(model, x0, rng):
+        return prepare_noise(model, x0, schedule, rng, cfg.objective)
 
     def validate(model):
         return nelbo(model, data.val, schedule, seed=cfg.seed, min_repeats=2, max_repeats=2)["nelbo"]
-    return loss_fn, validate, "nelbo"
+    return Objective(noise, masked_loss), validate, "nelbo"
 
 
 def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, orders=()):
     """Train either kind of model (fit), score the test split (evaluation.likelihood_figures: the AR NLL, or the
     NELBO and the fixed-`orders` likelihoods of a denoiser), save the checkpoint with the figures and the
     validation curve. Returns dict(result, likelihood, unigram, test)."""
-    loss_fn, validate, metric = objective(model, cfg, data)
-    result, save = fit(args, model, cfg, data, loss_fn, start_step, optimizer_state, validate, metric)
-    figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
-                                 orders=orders)
+    loss, validate, metric = objective(model, cfg, data)
+    result, save = fit(args, model, cfg, data, loss, start_step, optimizer_state, validate, metric)
+    with worker_errors(args.out), model_pool(model, args.workers) as pool:
+        figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
+                                     orders=orders, pool=pool)
     unigram = unigram_nll(data.train, data.test)
     print("\n".join(format_likelihood(figures)) + f"\nunigram baseline {unigram:.4f} nats/char")
     main = figures.get("nll") or figures["nelbo"]
@@ -466,7 +522,9 @@ def run(description, make_model, kind, **defaults):
     data, model, cfg, start_step, optimizer_state = prepare(args, make_model, kind)
     try:
         trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
-        sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None)
+        with worker_errors(args.out), model_pool(model, args.workers) as pool:
+            sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None,
+                                   pool=pool)
     except KeyboardInterrupt:                     # a second Ctrl-C in training, or one while testing or sampling
         print(f"\ninterrupted (Ctrl-C); {saved_state(args.out)}", file=sys.stderr)
         sys.exit(130)

@@ -20,6 +20,9 @@ Standard errors: for exact figures (AR NLL, ordered NLL) the test-set sampling e
 sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
 
 Samples: `generate` draws names from either model; `sample_quality` adds the figures of metrics.sample_report.
+
+Everything here runs in fixed seeded chunks of rows (chunks.py): pass a ModelPool as `pool` to spread them
+over worker processes; the names and every figure are the same with or without one.
 """
 import time
 
@@ -28,12 +31,13 @@ import numpy as np
 from tinygrad_lite import no_grad
 from tinygrad_lite.nn import eval_mode
 
-from .autoregressive import is_autoregressive, row_nll, sample_ar
+from .autoregressive import ARSamples, is_autoregressive, row_nll, sample_ar
+from .chunks import chunk_bounds, run
 from .data import MASK, PAD, chars_per_name, decode
 from .likelihood import nelbo
 from .metrics import sample_report
 from .predict import predict_logits
-from .sampler import length_probs, sample
+from .sampler import Samples, length_probs, sample
 from .schedule import CosineSchedule
 
 DECODING_ORDERS = ("left_to_right", "confident", "length_first")
@@ -52,23 +56,26 @@ def ratio_figure(nll, chars):
 
 
 @no_grad()
-def ordered_nll(model, x, order="left_to_right", schedule=None, batch_size=2048):
+def ordered_nll(model, x, order="left_to_right", schedule=None, pool=None):
     """Exact -log p(x) (nats, per row: (N,)) of rows x (N, L) under the denoiser decoding one position at a
-    time in `order`, teacher forcing the true token (see the module docstring). L forward passes per batch.
+    time in `order`, teacher forcing the true token (see the module docstring). L forward passes per chunk of
+    rows (chunks.py; pool: a ModelPool to spread them over, None: this process).
     schedule: for time-conditioned denoisers, t is the time whose mask rate equals the row's MASK fraction."""
     if order not in DECODING_ORDERS:
         raise ValueError(f"ordered_nll: order must be one of {DECODING_ORDERS}, got {order!r}")
-    schedule = schedule or CosineSchedule()
+    jobs = [(x[a:b], order, schedule or CosineSchedule()) for a, b in chunk_bounds(len(x))]
     with eval_mode(model):
-        return np.concatenate([_ordered_chunk(model, x[i:i + batch_size], order, schedule)
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate(run(model, _ordered_job, jobs, pool)) if jobs else np.zeros(0)
 
 
 def _log_softmax(logits):
     return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
 
 
-def _ordered_chunk(model, x, order, schedule):
+@no_grad()
+def _ordered_job(model, job):
+    """ordered_nll of one chunk: job = (x (n, L), order, schedule) -> (n,)."""
+    x, order, schedule = job
     if order == "length_first":
         return _length_first_chunk(model, x, schedule)
     N, L = x.shape
@@ -121,10 +128,10 @@ def _length_first_chunk(model, x, schedule):
     return np.where(valid, nll, np.inf)
 
 
-def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS):
+def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS, pool=None):
     """Likelihood figures of `model` on rows x (N, L), nats/char, each dict(nll, se, seconds).
     AR: {'nll'}; denoiser: {'nelbo'} + one per decoding order in `orders` (default all: 'left_to_right',
-    'confident', 'length_first'); nelbo also holds repeats and method."""
+    'confident', 'length_first'); nelbo also holds repeats and method. pool: a ModelPool or None."""
     chars = chars_per_name(x)
     out = {}
 
@@ -132,15 +139,15 @@ def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=D
         t0 = time.perf_counter()
         out[name] = dict(compute(), seconds=time.perf_counter() - t0)
     if is_autoregressive(model):
-        timed("nll", lambda: ratio_figure(row_nll(model, x), chars))
+        timed("nll", lambda: ratio_figure(row_nll(model, x, pool), chars))
         return out
 
     def run_nelbo():
-        ev = nelbo(model, x, schedule, seed=seed, target_se=target_se)
+        ev = nelbo(model, x, schedule, seed=seed, target_se=target_se, pool=pool)
         return dict(nll=ev["nelbo"], se=ev["se"], repeats=ev["repeats"], method=ev["method"])
     timed("nelbo", run_nelbo)
     for order in orders:
-        timed(order, lambda: ratio_figure(ordered_nll(model, x, order, schedule), chars))
+        timed(order, lambda: ratio_figure(ordered_nll(model, x, order, schedule, pool), chars))
     return out
 
 
@@ -168,23 +175,42 @@ def format_likelihood(figures):
     return lines
 
 
-def generate(model, num, temperature=1.0, steps=None, seed=0):
-    """Names from either model. steps: the denoiser's unmasking steps (default L; ignored by the AR model).
-    Returns dict(names, network_calls, seconds)."""
+def _sample_job(model, job):
+    num, seed, options = job
+    return sample(model, num, seed=seed, **options)
+
+
+def _sample_ar_job(model, job):
+    num, seed, options = job
+    return sample_ar(model, num, seed=seed, **options)
+
+
+def sample_chunked(model, num, seed=0, pool=None, **options):
+    """sampler.sample (a denoiser) or autoregressive.sample_ar (the AR model) of `num` rows in chunks of
+    chunks.CHUNK_ROWS, chunk c drawn with the seed (seed, c); `options` are the sampler's (steps, temperature,
+    template, ...). Returns one Samples or ARSamples of all the rows, in chunk order (their .join)."""
+    autoregressive = is_autoregressive(model)
+    jobs = [(b - a, [seed, c], options) for c, (a, b) in enumerate(chunk_bounds(num))]
+    parts = run(model, _sample_ar_job if autoregressive else _sample_job, jobs, pool)
+    return (ARSamples if autoregressive else Samples).join(parts)
+
+
+def generate(model, num, temperature=1.0, steps=None, seed=0, pool=None):
+    """Names from either model (sample_chunked). steps: the denoiser's unmasking steps (default L; ignored by
+    the AR model). Returns dict(names, network_calls, seconds)."""
     t0 = time.perf_counter()
-    if is_autoregressive(model):
-        out = sample_ar(model, num, temperature=temperature, seed=seed)
-    else:
-        out = sample(model, num, steps=steps or model.L, temperature=temperature, seed=seed)
+    options = dict(temperature=temperature) if is_autoregressive(model) else \
+        dict(temperature=temperature, steps=steps or model.L)
+    out = sample_chunked(model, num, seed, pool, **options)
     seconds = time.perf_counter() - t0
     return dict(names=[decode(row) for row in out.tokens], network_calls=out.network_calls, seconds=seconds)
 
 
-def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, ar_model=None):
+def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, ar_model=None, pool=None):
     """Generate `num` names and score them: metrics.sample_report (novel, unique, length TV to test, bigram KL
     to train, and the generative NLL under ar_model if given) + temperature, steps, network calls, samples/s
-    and the first 20 names."""
-    gen = generate(model, num, temperature, steps, seed)
+    and the first 20 names. pool: a ModelPool of `model` to sample on, or None."""
+    gen = generate(model, num, temperature, steps, seed, pool)
     test_names = [decode(r) for r in data.test]
     quality = sample_report(gen["names"], data.train_names, test_names, ar_model)
     return dict(temperature=temperature, steps=None if is_autoregressive(model) else (steps or model.L),
@@ -192,16 +218,17 @@ def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, a
                 samples_per_second=num / gen["seconds"], examples=gen["names"][:20], **quality)
 
 
-def evaluate_model(model, data, temperatures=(1.0,), num=1000, steps=None, seed=0, ar_model=None, target_se=0.01):
+def evaluate_model(model, data, temperatures=(1.0,), num=1000, steps=None, seed=0, ar_model=None, target_se=0.01,
+                   pool=None):
     """The full evaluation of one model on the test split: dict(likelihood (likelihood_figures), samples (one
-    sample_quality dict per temperature)). ar_model scores the samples (default: the model itself if AR)."""
+    sample_quality dict per temperature)). ar_model scores the samples (default: the model itself if AR).
+    pool: a ModelPool of `model`, or None."""
     if ar_model is None and is_autoregressive(model):
         ar_model = model
-    return dict(likelihood=likelihood_figures(model, data.test, seed=seed, target_se=target_se),
-                samples=[sample_quality(model, data, t, num, steps, seed, ar_model) for t in temperatures])
+    return dict(likelihood=likelihood_figures(model, data.test, seed=seed, target_se=target_se, pool=pool),
+                samples=[sample_quality(model, data, t, num, steps, seed, ar_model, pool) for t in temperatures])
 
 
-# ----------------------------------------------------------------------------- tables (Markdown)
 def markdown_table(header, rows):
     """header: column names; rows: lists of cells (already formatted strings)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -14,13 +14,15 @@ Two estimators of the same NELBO:
   w(t) * sum_{masked} -log p, with stratified t.
 
 Both repeat with fresh randomness until the standard error (over repeats, per name, then pooled) falls below
-`target_se`, so the printed figure is as precise as it claims.
+`target_se`, so the printed figure is as precise as it claims. Repeat r of the rows in chunk c draws its
+masks from the seed (seed, r, c) (chunks.py), so the figure is the same in one process or on a ModelPool.
 """
 import numpy as np
 
 from tinygrad_lite import Tensor, functional as F, no_grad
 from tinygrad_lite.nn import eval_mode
 
+from .chunks import chunk_bounds, run
 from .data import LETTERS, PAD, chars_per_name
 from .predict import predict_logits
 from .process import mask_exactly, q_sample, sample_times
@@ -64,15 +66,24 @@ def _monte_carlo_repeat(model, x, rng, schedule):
     return schedule.weight(t) * _masked_nll(model, xt, x, masked, t if model.time_input else None)
 
 
+def _repeat_job(model, job):
+    """One repeat's estimates (n,) for the rows x (n, L) of a chunk: job = (x, seed, method, schedule, k_per_name)."""
+    x, seed, method, schedule, k_per_name = job
+    rng = np.random.default_rng(seed)
+    if method == "identity":
+        return _identity_repeat(model, x, rng, k_per_name)
+    return _monte_carlo_repeat(model, x, rng, schedule)
+
+
 def nelbo(model, x, schedule=None, seed=0, target_se=0.01, min_repeats=2, max_repeats=256, method=None,
-          k_per_name=8):
+          k_per_name=8, pool=None):
     """Test NELBO of `model` on rows x (N, L) in nats/char. Returns dict(nelbo, se, repeats, method).
 
     method: 'identity' (default for models without time input) or 'monte_carlo' (needs schedule).
     k_per_name: for the identity, how many k (stratified over 1..L) each row is scored at per repeat; 8 of
     L = 16 halves the network rows of scoring every k, and two repeats still reach se < 0.01 on the test split.
     Repeats (doubling) until se < target_se or max_repeats. se is the Monte-Carlo standard error of the
-    figure for this fixed set of names."""
+    figure for this fixed set of names. pool: a ModelPool to spread the chunks over (None: this process)."""
     method = method or ("monte_carlo" if model.time_input else "identity")
     if method == "identity" and model.time_input:
         raise ValueError("nelbo: the exact identity needs a denoiser without time input; use method='monte_carlo'")
@@ -80,20 +91,21 @@ def nelbo(model, x, schedule=None, seed=0, target_se=0.01, min_repeats=2, max_re
         raise ValueError(f"nelbo: k_per_name must be a whole number >= 1, got {k_per_name!r}")
     if method == "monte_carlo" and schedule is None:
         raise ValueError("nelbo: method='monte_carlo' needs the schedule")
-    rng = np.random.default_rng(seed)
-    chars = chars_per_name(x).sum()
+    chunks, chars = chunk_bounds(len(x)), chars_per_name(x).sum()
+
+    def repeats(first, last):
+        """Repeats first..last-1 of every row: (last - first, N)."""
+        jobs = [(x[a:b], [seed, r, c], method, schedule, k_per_name)
+                for r in range(first, last) for c, (a, b) in enumerate(chunks)]
+        parts = run(model, _repeat_job, jobs, pool)
+        return np.array([np.concatenate(parts[i:i + len(chunks)]) for i in range(0, len(parts), len(chunks))])
     with eval_mode(model):
-        estimates = []
+        est = repeats(0, min_repeats)                                        # (R, N)
         while True:
-            while len(estimates) < min_repeats:
-                repeat = _identity_repeat(model, x, rng, k_per_name) if method == "identity" else \
-                    _monte_carlo_repeat(model, x, rng, schedule)
-                estimates.append(repeat)
-            est = np.array(estimates)                                   # (R, N)
             se = np.sqrt(est.var(axis=0, ddof=1).sum() / len(est)) / chars
             if se < target_se or len(est) >= max_repeats:
                 break
-            min_repeats = min(2 * len(est), max_repeats)
+            est = np.concatenate([est, repeats(len(est), min(2 * len(est), max_repeats))])
     return dict(nelbo=float(est.mean(axis=0).sum() / chars), se=float(se), repeats=len(est), method=method)
 
 

@@ -40,16 +40,39 @@ def corrupt(model, x0, schedule, rng, objective="nelbo"):
     return xt, t, masked, schedule.weight(t)
 
 
-def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
-    """One Monte-Carlo estimate on a batch x0 (B, L). Returns (loss Tensor to minimize, nelbo nats/char float).
+def prepare(model, x0, schedule, rng, objective="nelbo"):
+    """The parent's half of a step: the noise, then what the loss needs, as (rows, shared).
 
-    The second value is the batch's NELBO estimate whatever the objective, so runs can be compared."""
+    rows = (xt (B, L), t (B,) or None, targets (B, L): x0 where masked and -100 elsewhere, weight (B, L): the
+    row's weight on its masked positions and 0 elsewhere), each with the batch on axis 0, so a shard of the
+    batch is a slice of each. shared = the batch's denominators: `chars` (letters + end tokens in x0) and, for
+    'simple', `masked` (masked positions in x0). A shard's loss divides by these, the whole batch's, so the
+    shards' losses add up to the batch's (tinygrad_lite.parallel explains why)."""
     xt, t, masked, row_weight = corrupt(model, x0, schedule, rng, objective)
-    logits = model(xt, t if model.time_input else None)                       # (B, L, 27)
-    ce = F.cross_entropy(logits, np.where(masked, x0, -100), reduction="none")  # (B, L), 0 where unmasked
-    weight = (row_weight[:, None] * masked).astype(ce.dtype)                   # the weight on masked positions
-    nelbo = (ce * Tensor(weight)).sum() * (1.0 / chars_per_name(x0).sum())
-    if objective in ("nelbo", "exact_k"):
+    rows = (xt, t if model.time_input else None, np.where(masked, x0, -100), row_weight[:, None] * masked)
+    shared = dict(chars=int(chars_per_name(x0).sum()))
+    if objective == "simple":
+        shared["masked"] = max(int(masked.sum()), 1)
+    return rows, shared
+
+
+def masked_loss(model, xt, t, targets, weight, chars, masked=None):
+    """The loss half: the weighted cross-entropy at the masked positions of rows xt (B, L), divided by the
+    batch's `chars`. Returns (loss Tensor to minimize, the rows' share of the batch's NELBO, a float).
+
+    The loss is that NELBO share, or, when `masked` (the batch's masked count) is given, objective 'simple':
+    the unweighted cross-entropy divided by it. Module-level, so a worker process can run it on a shard."""
+    logits = model(xt, t)                                                     # (B, L, 27)
+    ce = F.cross_entropy(logits, targets, reduction="none")                   # (B, L), 0 where unmasked
+    nelbo = (ce * Tensor(weight.astype(ce.dtype))).sum() * (1.0 / chars)
+    if masked is None:
         return nelbo, nelbo.item()
-    simple = ce.sum() * (1.0 / max(int(masked.sum()), 1))
-    return simple, nelbo.item()
+    return ce.sum() * (1.0 / masked), nelbo.item()
+
+
+def diffusion_loss(model, x0, schedule, rng, objective="nelbo"):
+    """One Monte-Carlo estimate on a batch x0 (B, L): prepare, then masked_loss on the whole batch. Returns
+    (loss Tensor to minimize, nelbo nats/char float): the second value is the batch's NELBO estimate whatever
+    the objective, so runs can be compared."""
+    rows, shared = prepare(model, x0, schedule, rng, objective)
+    return masked_loss(model, *rows, **shared)

@@ -134,6 +134,17 @@ class Samples:
     fixed: np.ndarray = field(default=None)       # (N, L) positions fixed before sampling (template, PADs)
     network_rows: int = 0                         # distinct rows the denoiser ran on, summed over calls: the compute
 
+    @classmethod
+    def join(cls, parts):
+        """The Samples of consecutive chunks of rows as one: the rows in order, network_calls the most any
+        chunk made (the calls each row went through), the other counts summed."""
+        def cat(name):
+            return np.concatenate([getattr(p, name) for p in parts])
+        steps = zip(*(p.trajectory for p in parts))                # every chunk records the same steps
+        return cls(cat("tokens"), cat("reveal_step"), [(g[0][0], np.concatenate([x for _, x in g])) for g in steps],
+                   max(p.network_calls for p in parts), sum(p.letter_after_pad for p in parts), cat("row_calls"),
+                   sum(p.remasked for p in parts), cat("fixed"), sum(p.network_rows for p in parts))
+
     def record(self, step, rows, revealed, remasked, ran):
         """Count a reverse step that ran on `rows` (revealed, remasked: their (n, L) bool masks)."""
         self.reveal_step[rows] = np.where(revealed, step + 1, self.reveal_step[rows])

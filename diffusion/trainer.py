@@ -8,16 +8,24 @@ Early stopping (optional, cfg.eval_every > 0 and a `validate` function): every e
 scored on held-out rows; the best weights so far are kept in memory, training stops after `patience`
 evaluations without improvement (0: never stops early), and the model ends with the best weights. The best
 weights are not in mid-run checkpoints, so a resumed run tracks the best again from the resume step.
+
+All cores (workers > 1): the step's gradient comes from tinygrad_lite.parallel.DistributedDataParallel, each
+worker process taking a contiguous shard of the batch. The parent still draws the batch and the noise, so the
+run follows the same stream for any number of workers; only the rounding of the gradient's sum differs (about
+1e-7 relative), and with dropout the masks (drawn per worker). The checkpoint holds nothing tied to N.
 """
 import signal
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from tinygrad_lite import optim
 from tinygrad_lite.nn import eval_mode
+from tinygrad_lite.parallel import DistributedDataParallel
 
+from .checkpoint import build_model
 
 
 @dataclass
@@ -35,6 +43,56 @@ class TrainConfig:
     log_every: int = 100
     eval_every: int = 0          # validate every N steps (0: never); needs train(..., validate=...)
     patience: int = 0            # stop after this many validations without improvement (0: never stop early)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What train() minimizes, in the two halves a data-parallel step needs:
+
+    prepare(model, x0, rng) -> (rows, shared) runs in the parent: the step's noise for the batch x0 (B, L), as
+        arrays with the batch on axis 0 (`rows`) and the batch's denominators (`shared`).
+    loss(model, *rows, **shared) -> (loss Tensor, figure in nats/char) on those rows or on any shard of them,
+        dividing by the batch's denominators so the shards' losses add up to the batch's. A function defined at
+        module level: a worker process imports it by name.
+    objective(model, x0, rng) is both halves on the whole batch."""
+    prepare: Callable
+    loss: Callable
+
+    def __call__(self, model, x0, rng):
+        rows, shared = self.prepare(model, x0, rng)
+        return self.loss(model, *rows, **shared)
+
+
+class OneProcess:
+    """The batch's gradient in this process, behind DistributedDataParallel's interface (backward(*rows,
+    **shared) -> (loss, figure), filling every p.grad), so the training loop is one loop for any worker count."""
+
+    def __init__(self, model, loss):
+        self.model, self.loss = model, loss
+
+    def backward(self, *rows, **shared):
+        loss, figure = self.loss(self.model, *rows, **shared)
+        loss.backward()
+        return loss.item(), figure
+
+    def close(self):
+        """Nothing to stop (DistributedDataParallel's close stops its workers)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def gradients(model, objective, workers=1, worker_init=None):
+    """Where the step's gradient is computed: OneProcess for workers=1, else `workers` processes that rebuild
+    the model from model.config (checkpoint.build_model) and share its weights. worker_init() runs first in
+    each worker (the program's process-wide settings, e.g. tinygrad_lite.malloc.keep_freed_memory)."""
+    if workers == 1:
+        return OneProcess(model, objective.loss)
+    return DistributedDataParallel(model, build_model, {"config": model.config}, objective.loss, workers,
+                                   initializer=worker_init)
 
 
 class TrainingStopped(Exception):
@@ -98,26 +156,28 @@ class _BestWeights:
         return False
 
 
-def optimizer_step(model, params, opt, loss_fn, x0, rng, grad_clip, step):
-    """One step on batch x0: loss, backward, clip the gradient norm, AdamW. Returns the step's figure.
-    A non-finite loss or gradient raises TrainingStopped before the weights change."""
-    loss, figure = loss_fn(model, x0, rng)
+def optimizer_step(model, params, opt, objective, grads, x0, rng, grad_clip, step):
+    """One step on batch x0: the noise, loss and gradient (grads: OneProcess or DistributedDataParallel), clip
+    the gradient norm, AdamW. Returns the step's figure. A non-finite loss or gradient raises TrainingStopped
+    before the weights change."""
+    rows, shared = objective.prepare(model, x0, rng)
     opt.zero_grad()
-    loss.backward()
+    loss, figure = grads.backward(*rows, **shared)
     grad_norm = optim.clip_grad_norm_(params, grad_clip)
-    if not (np.isfinite(loss.item()) and np.isfinite(grad_norm)):
-        raise TrainingStopped(f"step {step}: the loss ({loss.item()}) or gradient norm ({grad_norm}) is "
+    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+        raise TrainingStopped(f"step {step}: the loss ({loss}) or gradient norm ({grad_norm}) is "
                               f"not finite; stopped without saving this step", step, False)
     opt.step()
     return figure
 
 
-def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state=None, save=None,
-          save_every=0, metric="nelbo", validate=None):
+def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_state=None, save=None,
+          save_every=0, metric="nelbo", validate=None, workers=1, worker_init=None):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
-    loss_fn(model, x0, rng) -> (loss Tensor, figure to log in nats/char, named `metric` in the log), e.g. the
-    diffusion loss (cli.objective builds it from cfg.objective and cfg.schedule) or the AR model's next-token NLL.
+    objective: an Objective whose figure (nats/char) is logged as `metric`, e.g. the diffusion loss (cli.objective
+    builds it from cfg.objective and cfg.schedule) or the AR model's next-token NLL.
+    workers: processes computing each step's gradient (1: this one; see `gradients`); worker_init as there.
     save(step, optimizer) is called every save_every steps, at the end, and before stopping on Ctrl-C.
     validate(model) -> held-out figure in nats/char (lower is better), called every cfg.eval_every steps (in
     eval mode) when both are set: keeps the best weights, stops early after cfg.patience bad validations, and
@@ -125,9 +185,12 @@ def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state
     Returns dict(history, seconds, optimizer, validation, best_step, best_validation, stopped_early,
     last_step); history holds (step, mean training figure nats/char since the previous log line), validation
     (step, figure). Raises TrainingStopped on Ctrl-C (after saving) or on a non-finite loss/gradient
-    (without saving: the last good checkpoint stays)."""
+    (without saving: the last good checkpoint stays); a worker that dies or raises raises
+    tinygrad_lite.parallel.WorkerError (without saving)."""
     if cfg.batch_size > len(x_train):
         raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(x_train)} training names")
+    if cfg.batch_size < workers:
+        raise ValueError(f"batch size {cfg.batch_size} is smaller than the {workers} workers: one row each at least")
     params = model.parameters()                    # walked once: the module tree does not change while training
     opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
@@ -136,12 +199,12 @@ def train(model, x_train, cfg, loss_fn, log=print, start_step=0, optimizer_state
     history, window, start = [], [], time.perf_counter()
     tracker = _BestWeights(cfg.patience) if validate is not None and cfg.eval_every else None
     stopped_early, step = False, start_step
-    with _CtrlC() as ctrl_c:
+    with _CtrlC() as ctrl_c, gradients(model, objective, workers, worker_init) as grads:
         for step in range(start_step + 1, cfg.steps + 1):
             rng = np.random.default_rng([cfg.seed, step, 1])          # this step's noise: t and the masks
             opt.lr = cfg.lr * optim.warmup_decay(step - 1, cfg.steps, cfg.warmup, "cosine", cfg.min_lr_ratio)
             x0 = x_train[batch_indices(len(x_train), cfg.batch_size, cfg.seed, step)]
-            window.append(optimizer_step(model, params, opt, loss_fn, x0, rng, cfg.grad_clip, step))
+            window.append(optimizer_step(model, params, opt, objective, grads, x0, rng, cfg.grad_clip, step))
             if step % cfg.log_every == 0 or step == cfg.steps:
                 done = step - start_step
                 elapsed = time.perf_counter() - start

@@ -30,14 +30,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
 from tinygrad_lite.malloc import keep_freed_memory  # noqa: E402
+from tinygrad_lite.parallel import ModelPool  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import DEFAULT_CHECKPOINT  # noqa: E402
+from diffusion.cli import DEFAULT_CHECKPOINT, workers  # noqa: E402
 from diffusion.data import MASK, NamesData  # noqa: E402
+from diffusion.evaluation import sample_chunked  # noqa: E402
 from diffusion.likelihood import nelbo  # noqa: E402
-from diffusion.loss import diffusion_loss  # noqa: E402
+from diffusion.loss import diffusion_loss, masked_loss, prepare  # noqa: E402
+from diffusion.trainer import Objective, gradients, optimizer_step  # noqa: E402
 from diffusion.predict import CHUNK  # noqa: E402
 from diffusion.models import MLPDenoiser, SkipMLPDenoiser, TransformerDenoiser  # noqa: E402
-from diffusion.sampler import sample  # noqa: E402
 from diffusion.schedule import CosineSchedule  # noqa: E402
 from diffusion import numpy_step  # noqa: E402  (the same step written by hand in NumPy)
 
@@ -69,20 +71,20 @@ def interleaved_ms(fns, rounds, block=5):
     return times
 
 
-def training_step(model, x, objective):
-    """A closure running one full training step, as scripts/train*.py do."""
+def training_step(model, x, objective, workers=1):
+    """A closure running one full training step as the trainer runs it (trainer.optimizer_step: the noise, loss,
+    backward, clip, AdamW), in this process (workers=1) or with the gradient from `workers` worker processes.
+    Returns (step, grads); grads.close() stops the workers (a no-op for one process)."""
     params = model.parameters()
     opt = optim.AdamW(params, lr=1e-3)
     rng = np.random.default_rng(0)
     schedule = CosineSchedule()
+    loss = Objective(lambda m, x0, r: prepare(m, x0, schedule, r, objective), masked_loss)
+    grads = gradients(model, loss, workers, keep_freed_memory)
 
     def step():
-        loss, _ = diffusion_loss(model, x, schedule, rng, objective)
-        opt.zero_grad()
-        loss.backward()
-        optim.clip_grad_norm_(params, 1.0)
-        opt.step()
-    return step
+        optimizer_step(model, params, opt, loss, grads, x, rng, 1.0, 0)
+    return step, grads
 
 
 def default_step_ms(allocator, repeats):
@@ -93,7 +95,7 @@ def default_step_ms(allocator, repeats):
     data, rng = NamesData.load(), np.random.default_rng(0)
     tl.manual_seed(0)
     model = TransformerDenoiser()
-    return median_ms(training_step(model, data.train[rng.integers(0, len(data.train), 64)], "exact_k"), repeats)
+    return median_ms(training_step(model, data.train[rng.integers(0, len(data.train), 64)], "exact_k")[0], repeats)
 
 
 def allocator_effect(rounds, repeats):
@@ -283,21 +285,25 @@ def step_breakdown(model, x, objective, steps):
 
 
 def peak_rss_mb(steps):
-    """Peak resident memory of `scripts/train.py` (default config, `steps` steps) in its own process.
+    """Peak resident memory of `scripts/train.py` (default config, `steps` steps, its default --workers), run in
+    its own process: (the main process's peak, the largest peak of its worker processes), in MB.
 
-    Read as VmHWM from the child's /proc/self/status as it exits: the child's ru_maxrss would also count
-    this (larger) parent's pages, which a forked child maps until it calls exec."""
-    child = ("import os, runpy, sys\n"
+    Read as VmHWM from the child's /proc/self/status as it exits (its ru_maxrss would also count this larger
+    parent's pages, which a forked child maps until it calls exec), and for its workers, spawned afresh, as
+    getrusage(RUSAGE_CHILDREN).ru_maxrss: the largest of them, not their sum."""
+    child = ("import os, resource, runpy, sys\n"
              "sys.argv = sys.argv[1:]\n"
              "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
              "finally:\n    if os.path.exists('/proc/self/status'):  # Linux; elsewhere the row shows '-'\n"
-             "        print(open('/proc/self/status').read(), file=sys.stderr)\n")
+             "        print(open('/proc/self/status').read(), file=sys.stderr)\n"
+             "        print('WorkersHWM:', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n")
     with tempfile.TemporaryDirectory() as folder:       # a fresh --out: a trainer will not overwrite a model
         done = subprocess.run([sys.executable, "-c", child, os.path.join(ROOT, "scripts", "train.py"), "--steps",
                                str(steps), "--out", os.path.join(folder, "bench_rss.npz"), "--num-samples", "1000",
                                "--log-every", str(steps)], check=True, capture_output=True, text=True)
-    hwm = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM:")]
-    return int(hwm[0]) / 1024 if hwm else None
+    peaks = [[int(line.split()[1]) / 1024 for line in done.stderr.splitlines() if line.startswith(key)]
+             for key in ("VmHWM:", "WorkersHWM:")]
+    return tuple(found[0] if found else None for found in peaks)
 
 
 def main():
@@ -328,31 +334,47 @@ def main():
     models = [("MLP, batch 128", MLPDenoiser(), 128, "nelbo"), ("skip MLP, batch 128", SkipMLPDenoiser(), 128, "nelbo"),
               ("Transformer, batch 64", TransformerDenoiser(), 64, "exact_k"),
               ("Transformer, batch 256", TransformerDenoiser(), 256, "exact_k")]
+    cores = workers(None)                                # as the trainers' default --workers
     for name, model, batch, objective in models:
         x = data.train[rng.integers(0, len(data.train), batch)]
-        step = training_step(model, x, objective)
-        if name != "Transformer, batch 64":
+        step, _ = training_step(model, x, objective)
+        if name.startswith("MLP") or name.startswith("skip"):
             ms = median_ms(step, repeats)
-        else:  # the step, its matmuls alone, the hand-written NumPy step, and PyTorch's step if there is one,
-            torch_fn, torch_label = torch_step(batch)  # measured in the same rounds
-            fns = [step, matmul_floor(matmul_shapes(model, x, objective)),
-                   numpy_step.training_step(model, x, objective)]
-            times = interleaved_ms(fns + ([torch_fn] if torch_fn else []), max(2, repeats // 3))
-            ms = float(np.median(times[:, 0]))
+            row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
+            continue
+        tl.manual_seed(0)                                  # a twin, so the two steps train the same weights
+        all_cores, pool = training_step(TransformerDenoiser(), x, objective, cores)
+        try:
+            if batch == 256:
+                times = interleaved_ms([step, all_cores], max(2, repeats // 3))
+            else:  # the step, its matmuls alone, the hand-written NumPy step, all cores, and PyTorch's step if
+                torch_fn, torch_label = torch_step(batch)  # there is one, measured in the same rounds
+                fns = [step, matmul_floor(matmul_shapes(model, x, objective)),
+                       numpy_step.training_step(model, x, objective), all_cores]
+                times = interleaved_ms(fns + ([torch_fn] if torch_fn else []), max(2, repeats // 3))
+        finally:
+            pool.close()
+        ms, last = float(np.median(times[:, 0])), times.shape[1] - 1
+        ratio = lambda i, j: float(np.median(times[:, i] / times[:, j]))  # noqa: E731  per-round ratios
         row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
-        if name == "Transformer, batch 64":
-            ratio = lambda i, j: float(np.median(times[:, i] / times[:, j]))  # noqa: E731  per-round ratios
-            row("matmul floor: Transformer, batch 64", float(np.median(times[:, 1])), "ms",
-                "the step's matmuls alone in NumPy")
-            row("step / matmul floor", ratio(0, 1), "x", "target <= 2.0; median of per-round ratios")
-            row("hand-written NumPy step: Transformer, batch 64", float(np.median(times[:, 2])), "ms",
-                "diffusion/numpy_step.py: the same arithmetic without the engine")
-            row("ours / hand-written NumPy", ratio(0, 2), "x", "what the engine adds")
-            row("hand-written NumPy / matmul floor", ratio(2, 1), "x", "plain NumPy, no engine")
-            if torch_fn:
-                row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, 3])), "ms", torch_label)
-                row("ours / PyTorch", ratio(0, 3), "x", "target <= 0.8; median of per-round ratios")
-                row("hand-written NumPy / PyTorch", ratio(2, 3), "x", "")
+        cores_ms = float(np.median(times[:, 3 if batch == 64 else 1]))
+        row(f"train step: {name}, all cores", cores_ms, "ms", f"{cores} worker processes (trainer --workers default)")
+        if batch == 256:
+            row("all cores / one process, batch 256", ratio(1, 0), "x", "target <= 0.6; median of per-round ratios")
+            continue
+        row("all cores / one process", ratio(3, 0), "x", "batch 64; target <= 0.72; median of per-round ratios")
+        row("matmul floor: Transformer, batch 64", float(np.median(times[:, 1])), "ms",
+            "the step's matmuls alone in NumPy")
+        row("step / matmul floor", ratio(0, 1), "x", "one process; median of per-round ratios")
+        row("hand-written NumPy step: Transformer, batch 64", float(np.median(times[:, 2])), "ms",
+            "diffusion/numpy_step.py: the same arithmetic without the engine")
+        row("ours / hand-written NumPy", ratio(0, 2), "x", "what the engine adds (one process)")
+        row("hand-written NumPy / matmul floor", ratio(2, 1), "x", "plain NumPy, no engine")
+        if torch_fn:
+            row("PyTorch eager step: Transformer, batch 64", float(np.median(times[:, last])), "ms", torch_label)
+            row("ours / PyTorch", ratio(0, last), "x", "one process; median of per-round ratios")
+            row("ours, all cores / PyTorch", ratio(3, last), "x", "target <= 0.75; median of per-round ratios")
+            row("hand-written NumPy / PyTorch", ratio(2, last), "x", "")
     times = allocator_effect(1 if args.quick else 3, repeats)
     row("train step: Transformer, batch 64, default malloc", float(np.median(times[:, 0])), "ms",
         "glibc's own thresholds; each side in a fresh process, alternating")
@@ -366,24 +388,35 @@ def main():
     model, which = ((checkpoint.load(trained)[0], f"the default model, {os.path.relpath(trained, ROOT)}")
                     if os.path.exists(trained) else (models[2][1].eval(), f"an untrained Transformer (no {trained})"))
     drawn = []
-    ms = median_ms(lambda: drawn.append(sample(model, 1000, steps=16)), 1 if args.quick else 3, 1)
+    ms = median_ms(lambda: drawn.append(sample_chunked(model, 1000, steps=16)), 1 if args.quick else 3, 1)
     out = drawn[-1]
-    row("sample 1,000 names, S = 16", ms, "ms", f"{which}; {out.row_calls.mean():.1f} calls, "
-        f"{out.network_rows / len(out.tokens):.1f} rows through the network a name")
+    row("sample 1,000 names, S = 16", ms, "ms", f"{which}; in chunks of 128, one process; "
+        f"{out.row_calls.mean():.1f} calls, {out.network_rows / len(out.tokens):.1f} rows through the network a name")
     floor = sampling_floor_ms(model, out.network_rows)
     row("sampling: matmul floor", floor, "ms",
         f"the forward GEMMs of those calls alone; sample / floor {ms / floor:.1f}")
     if model.config["kind"] == "transformer" and not model.time_input:   # the case numpy_step writes out
-        times = interleaved_ms([lambda: sample(model, 1000, steps=16), numpy_forward(model, out.network_rows)],
+        times = interleaved_ms([lambda: sample_chunked(model, 1000, steps=16), numpy_forward(model, out.network_rows)],
                                1 if args.quick else 3, block=1)      # the ratio from the same rounds
         row("sampling: hand-written NumPy forward", float(np.median(times[:, 1])), "ms",
             f"the same rows through diffusion/numpy_step.py's forward; sample / this "
             f"{np.median(times[:, 0] / times[:, 1]):.2f} (same rounds)")
+    with ModelPool(model, checkpoint.build_model, {"config": model.config}, cores, initializer=keep_freed_memory) as pool:
+        times = interleaved_ms([lambda: sample_chunked(model, 1000, steps=16),
+                                lambda: sample_chunked(model, 1000, steps=16, pool=pool)], 2 if args.quick else 5,
+                               block=1)
+    row("sample 1,000 names, S = 16, all cores", float(np.median(times[:, 1])), "ms",
+        f"the same chunks on {cores} worker processes: the same names")
+    row("sampling, all cores / one process", float(np.median(times[:, 1] / times[:, 0])), "x",
+        "target <= 0.65; median of per-round ratios")
     t0 = time.perf_counter()
     ev = nelbo(model, data.test, seed=0)
     row("test-split NELBO (SE < 0.01)", time.perf_counter() - t0, "s", f"{ev['repeats']} repeats, SE {ev['se']:.4f}")
-    row("peak RSS, scripts/train.py", peak_rss_mb(50 if args.quick else 300), "MB",
-        "default config (memory is flat after the first steps)")
+    main_mb, worker_mb = peak_rss_mb(50 if args.quick else 300)
+    row("peak RSS, scripts/train.py", main_mb, "MB", "default config, the main process (flat after the first steps)")
+    row("peak RSS, scripts/train.py, worker process", worker_mb, "MB", "the largest worker's peak")
+    row("peak RSS, scripts/train.py, all processes", None if None in (main_mb, worker_mb) else main_mb + cores * worker_mb,
+        "MB", f"at most: main + {cores} x the largest worker (each counts the shared weights again); target <= 300")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"NumPy {np.__version__}")
     width = max(len(r[0]) for r in rows)

@@ -19,7 +19,8 @@ import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_L, check_free, check_json, check_length, fail, load_checkpoint, load_data,  # noqa: E402
-                           recorded_names, save_json, script_main, train_and_test, trainer_parser)
+                           model_pool, recorded_names, save_json, script_main, train_and_test, trainer_parser,
+                           worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
                                 markdown_table, sample_quality, samples_table)
@@ -73,7 +74,8 @@ def get_model(kind, given, args, data):
         if model.L != data.L:
             fail(f"{path}: the model has L={model.L}, but the other model has L={data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
-        figures = likelihood_figures(model, data.test, seed=args.seed)
+        with worker_errors(), model_pool(model, workers(args.workers)) as pool:
+            figures = likelihood_figures(model, data.test, seed=args.seed, pool=pool)
         extra = meta["extra"]
         return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"], train=extra.get("train"),
                            best_step=extra.get("best_step"), validation=extra.get("validation", []),
@@ -88,6 +90,13 @@ def get_model(kind, given, args, data):
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
                        train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],
                        likelihood=trained["likelihood"])
+
+
+def qualities(model, data, args, ar, settings):
+    """sample_quality of `model` (scored by the AR model `ar`) at each (temperature, steps) of `settings`, on
+    --workers processes."""
+    with worker_errors(), model_pool(model, workers(args.workers), rows=args.num_samples) as pool:
+        return [sample_quality(model, data, t, args.num_samples, s, args.seed, ar, pool) for t, s in settings]
 
 
 def out_path(args, kind):
@@ -132,11 +141,10 @@ def main():
         models[kind], info[kind] = get_model(kind, given, args, data)
     ar = models["AR"]
     print("\n== sampling", args.num_samples, "names per row")
-    quality = {kind: [sample_quality(m, data, t, args.num_samples, None, args.seed, ar) for t in TEMPERATURES]
-               for kind, m in models.items()}
+    quality = {kind: qualities(m, data, args, ar, [(t, None) for t in TEMPERATURES]) for kind, m in models.items()}
     diffusion = models["diffusion"]
-    by_steps = {"diffusion": [sample_quality(diffusion, data, args.sweep_temperature, args.num_samples, s,
-                                             args.seed, ar) for s in SAMPLING_STEPS if s <= diffusion.L]}
+    by_steps = {"diffusion": qualities(diffusion, data, args, ar, [(args.sweep_temperature, s) for s in SAMPLING_STEPS
+                                                                  if s <= diffusion.L])}
     by_steps["AR (reference)"] = [q for q in quality["AR"] if q["temperature"] == args.sweep_temperature]
 
     print("\n## Training\n")

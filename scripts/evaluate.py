@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, check_json, fail, load_checkpoint, load_data,  # noqa: E402
-                           nonnegative_float, positive_float, positive_int, recorded_names, save_json, script_main)
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, fail,  # noqa: E402
+                           load_checkpoint, load_data, model_pool, nonnegative_float, positive_float, positive_int,
+                           recorded_names, save_json, script_main, worker_errors, workers)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
 
@@ -35,6 +36,7 @@ def main():
     p.add_argument("--target-se", type=positive_float, default=0.01,
                    help="how precise the NELBO must be: its standard error from the random masks")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    add_workers_flag(p)
     args = p.parse_args()
     if args.json:
         check_json(args.json)
@@ -48,8 +50,9 @@ def main():
     args.names = recorded_names(args.checkpoint, meta, args.names)
     data = load_data(args, L=model.L)
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
-    ev = evaluate_model(model, data, (args.temperature,), args.num_samples, args.steps, args.seed, ar_model,
-                        args.target_se)
+    with worker_errors(), model_pool(model, workers(args.workers)) as pool:
+        ev = evaluate_model(model, data, (args.temperature,), args.num_samples, args.steps, args.seed, ar_model,
+                            args.target_se, pool)
     print("\n".join(format_likelihood(ev["likelihood"])))
     for row in ev["samples"]:
         gen = "" if "generative_nll" in row else "  gen NLL n/a (pass --ar-checkpoint)"

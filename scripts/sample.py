@@ -24,11 +24,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from diffusion.autoregressive import is_autoregressive, sample_ar  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, comma_list, fail, load_checkpoint, nonnegative_float,  # noqa: E402
-                           positive_float, positive_int, script_main)
+from diffusion.autoregressive import is_autoregressive  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, comma_list, fail,  # noqa: E402
+                           load_checkpoint, model_pool, nonnegative_float, positive_float, positive_int,
+                           script_main, worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
-from diffusion.sampler import ORDERS, edit_template, sample  # noqa: E402
+from diffusion.evaluation import sample_chunked  # noqa: E402
+from diffusion.sampler import ORDERS, edit_template  # noqa: E402
 from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
 from diffusion.visualize import forward_view, reverse_view  # noqa: E402
 
@@ -56,6 +58,7 @@ def parser():
                    help="token softmax temperature, > 0 (default 1.0); for greedy use a small value like 0.01")
     p.add_argument("--steps", type=positive_int, default=None, help="unmasking steps, 1..L (default L)")
     p.add_argument("--seed", type=int, default=0)
+    add_workers_flag(p, "worker processes drawing the names, in chunks of 128 (the same names for any number)")
     g = p.add_argument_group("length and constraints")
     g.add_argument("--length-mode", choices=("model", "joint"), default="model",
                    help="'model': draw the length first (default); 'joint': plain confidence order")
@@ -116,10 +119,10 @@ def main():
     if args.length is not None and args.length_mode == "joint":
         fail("--length fixes the length first; it does not combine with --length-mode joint")
     try:
-        out = sample(model, args.num, steps=args.steps, temperature=args.temperature, seed=args.seed,
-                     length=length, keep_trajectory=args.show_steps, template=template, order=args.order,
-                     choice_temperature=args.choice_temperature, threshold=args.threshold, remask=args.remask,
-                     top_k=args.top_k, top_p=args.top_p)
+        out = draw(model, args, steps=args.steps, temperature=args.temperature, length=length,
+                   keep_trajectory=args.show_steps, template=template, order=args.order,
+                   choice_temperature=args.choice_temperature, threshold=args.threshold, remask=args.remask,
+                   top_k=args.top_k, top_p=args.top_p)
     except ValueError as e:
         fail(re.sub(r"\b(steps|temperature|choice_temperature|threshold|remask|top_k|top_p)\b",
                     lambda m: "--" + m.group(1).replace("_", "-"), str(e).removeprefix("sample: ")))
@@ -129,6 +132,12 @@ def main():
     if out.letter_after_pad:
         print(f"({out.letter_after_pad} of {args.num} samples had letters after a PAD; only the part before "
               f"the first PAD is printed)", file=sys.stderr)
+
+
+def draw(model, args, **options):
+    """args.num rows from either model with the sampler's `options`, in seeded chunks over --workers processes."""
+    with worker_errors(), model_pool(model, workers(args.workers), rows=args.num) as pool:
+        return sample_chunked(model, args.num, args.seed, pool, **options)
 
 
 def sample_left_to_right(model, args, p):
@@ -143,7 +152,7 @@ def sample_left_to_right(model, args, p):
         fail(f"an AR model writes left to right: it can follow a fixed prefix like 'ma*', not the template "
              f"{args.template!r}")
     try:
-        out = sample_ar(model, args.num, temperature=args.temperature, seed=args.seed, prefix=prefix)
+        out = draw(model, args, temperature=args.temperature, prefix=prefix)
     except ValueError as e:
         fail(str(e).removeprefix("sample_ar: "))
     print("\n".join(decode(row) for row in out.tokens))

@@ -20,13 +20,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, check_json, comma_list, fail, load_checkpoint,  # noqa: E402
-                           load_data, positive_float, positive_int, recorded_names, save_json, script_main)
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, comma_list, fail,  # noqa: E402
+                           load_checkpoint, load_data, model_pool, positive_float, positive_int, recorded_names,
+                           save_json, script_main, worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
-from diffusion.evaluation import ordered_nll  # noqa: E402
+from diffusion.evaluation import ordered_nll, sample_chunked  # noqa: E402
 from diffusion.likelihood import chars_per_name  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
-from diffusion.sampler import sample  # noqa: E402
 
 # name -> (sample() options, what it is)
 VARIANTS = {
@@ -44,12 +44,13 @@ VARIANTS = {
 }
 
 
-def own_distribution(model, data, tokens):
+def own_distribution(model, data, tokens, pool=None):
     """The default sampler at S = L and T = 1 reveals one token a step: it draws exactly the model that the
     length-first ordered likelihood scores (tests/test_sampler.py checks it). Its samples' NLL under that
     model (tokens: those samples) estimates the model's entropy H(q), a floor for their expected NLL under any
     other model, the AR judge included (cross-entropy >= entropy). Returned beside the test names' NLL under q."""
-    own, test = (ordered_nll(model, x, "length_first").sum() / chars_per_name(x).sum() for x in (tokens, data.test))
+    own, test = (ordered_nll(model, x, "length_first", pool=pool).sum() / chars_per_name(x).sum()
+                 for x in (tokens, data.test))
     print(f"\nmax_prob at S = {model.L}: its samples' NLL under its own distribution (an estimate of that "
           f"distribution's entropy) {own:.3f} nats/char; the test names' {test:.3f}")
     return dict(samples=float(own), test=float(test))
@@ -68,6 +69,7 @@ def main():
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")
+    add_workers_flag(p)
     args = p.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -97,9 +99,8 @@ def main():
     print(f"{args.num} names per cell, temperature {args.temperature}, seed {args.seed}; {args.checkpoint}")
     print(header)
     if ar is not None:
-        from diffusion.autoregressive import sample_ar
         t0 = time.perf_counter()
-        out = sample_ar(ar, args.num, temperature=args.temperature, seed=args.seed)
+        out = sample_chunked(ar, args.num, args.seed, temperature=args.temperature)
         names = [decode(r) for r in out.tokens]
         rows.append(dict(variant="AR samples", steps=None, calls=float(out.network_calls),
                          seconds=time.perf_counter() - t0, examples=names[:10],
@@ -108,12 +109,27 @@ def main():
         rows.append(dict(variant="test names", steps=None, calls=0.0, seconds=0.0, examples=test_names[:10],
                          **sample_report(test_names, data.train_names, test_names, ar)))
         show(rows[-1])
+    with worker_errors(), model_pool(model, workers(args.workers), rows=args.num) as pool:
+        default_tokens = variant_rows(model, args, variants, data, ar, rows, show, pool)
+        print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
+        own = own_distribution(model, data, default_tokens, pool) if default_tokens is not None else None
+    if args.json:
+        written = save_json(args.json, dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L,
+                                            num=args.num, temperature=args.temperature, seed=args.seed, rows=rows,
+                                            own_distribution=own))
+        print(f"wrote {written}")
+
+
+def variant_rows(model, args, variants, data, ar, rows, show, pool):
+    """Append (and show) a row per variant and S; returns the default sampler's tokens at S = L, T = 1 (or None)."""
+    test_names = [decode(r) for r in data.test]
     default_tokens = None
     for variant in variants:
         options, _ = VARIANTS[variant]
         for steps in args.steps:
             t0 = time.perf_counter()
-            out = sample(model, args.num, steps=steps, temperature=args.temperature, seed=args.seed, **options)
+            out = sample_chunked(model, args.num, args.seed, pool, steps=steps, temperature=args.temperature,
+                                 **options)
             seconds = time.perf_counter() - t0
             if variant == "max_prob" and steps == model.L and args.temperature == 1.0:
                 default_tokens = out.tokens                  # the default sampler drawing one token a step
@@ -124,13 +140,7 @@ def main():
                              letter_after_pad=out.letter_after_pad, examples=names[:10],
                              **sample_report(names, data.train_names, test_names, ar)))
             show(rows[-1])
-    print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
-    own = own_distribution(model, data, default_tokens) if default_tokens is not None else None
-    if args.json:
-        written = save_json(args.json, dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L,
-                                            num=args.num, temperature=args.temperature, seed=args.seed, rows=rows,
-                                            own_distribution=own))
-        print(f"wrote {written}")
+    return default_tokens
 
 
 if __name__ == "__main__":

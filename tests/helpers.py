@@ -47,3 +47,17 @@ def write(tmp_path, content, name="names.txt"):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- faults
+_loss_calls = [0]
+
+
+def loss_that_fails_on_call_25(model, *rows, **shared):
+    """diffusion.loss.masked_loss, except that its 25th call in a process raises: a worker that fails mid-run
+    (tests/test_trainer.py patches it into diffusion.cli; a worker imports it from here by name)."""
+    from diffusion.loss import masked_loss
+    _loss_calls[0] += 1
+    if _loss_calls[0] == 25:
+        raise ValueError("injected failure in the loss")
+    return masked_loss(model, *rows, **shared)

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 import tinygrad_lite as tl
+from tinygrad_lite.parallel import ModelPool
 from diffusion.autoregressive import ARTransformer, name_nll
-from diffusion.data import LETTERS, MASK, NUM_CLASSES, PAD, encode
-from diffusion.evaluation import (curves_table, format_likelihood, likelihood_figures, likelihood_table,
-                                 ordered_nll, ratio_figure)
+from diffusion.checkpoint import build_model
+from diffusion.chunks import CHUNK_ROWS
+from diffusion.data import DEFAULT_NAMES, LETTERS, MASK, NUM_CLASSES, PAD, NamesData, encode
+from diffusion.evaluation import (curves_table, evaluate_model, format_likelihood, likelihood_figures,
+                                 likelihood_table, ordered_nll, ratio_figure, sample_chunked)
 from diffusion.metrics import generative_nll
 from diffusion.models import TransformerDenoiser
 
@@ -87,7 +90,7 @@ def test_length_first_nll_matches_step_by_step_reference():
     x = encode(NAMES, 6)
     expected = [reference_length_first_nll(model, row) for row in x]
     assert np.all(np.isfinite(expected))
-    np.testing.assert_allclose(ordered_nll(model, x, "length_first", batch_size=5), expected, rtol=1e-5)
+    np.testing.assert_allclose(ordered_nll(model, x, "length_first"), expected, rtol=1e-5)
     bad = np.array([[0, PAD, 1, PAD, PAD, PAD], [PAD] * 6])            # a letter after PAD; no letter at all
     assert np.all(np.isinf(ordered_nll(model, bad, "length_first")))
 
@@ -103,7 +106,7 @@ def test_length_first_likelihood_is_normalized_over_names():
 def test_ordered_nll_matches_step_by_step_reference(order):
     model = tiny_denoiser(L=6)
     x = encode(NAMES, 6)
-    np.testing.assert_allclose(ordered_nll(model, x, order, batch_size=5), reference_ordered_nll(model, x, order),
+    np.testing.assert_allclose(ordered_nll(model, x, order), reference_ordered_nll(model, x, order),
                                rtol=1e-5)
 
 
@@ -174,3 +177,45 @@ def test_figures_are_described_in_plain_words():
                                    nll=dict(nll=2.0, se=0.02, seconds=1.0)))
     assert "4 mask draws a name" in lines[0] and "which names happen to be in the test split" in lines[1]
     assert not any(re.search(r"Monte-Carlo|\bse:|identity,", line) for line in lines)
+
+
+# ---------------------------------------------------------------------- the same figures on worker processes
+def without_seconds(value):
+    """A figures structure with the wall-clock entries (seconds, samples per second) taken out."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k not in ("seconds", "samples_per_second")}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["denoiser", "ar"])
+def test_every_figure_is_the_same_on_one_and_two_worker_processes(kind):
+    """evaluate_model on a ModelPool of 1 and of 2 workers: the same names, test likelihood (NELBO and the ordered
+    bounds, or the AR NLL) and sample figures, to the bit (300 names and 300 test rows make 3 chunks). In this
+    process (no pool) NumPy's BLAS may run several threads, which rounds products differently: the figures
+    agree to float32 rounding."""
+    data = NamesData.load(DEFAULT_NAMES, L=8)
+    data.test = data.test[:300]
+    tl.manual_seed(1)
+    model = TransformerDenoiser(L=8, dim=16, layers=1, heads=2) if kind == "denoiser" else \
+        ARTransformer(L=8, dim=16, layers=1, heads=2)
+    figures = []
+    for workers in (1, 2):
+        with ModelPool(model, build_model, {"config": model.config}, workers) as pool:
+            figures.append(evaluate_model(model, data, (1.0, 0.8), num=300, seed=4, target_se=0.05, pool=pool))
+    assert without_seconds(figures[1]) == without_seconds(figures[0])
+    assert len({name for row in figures[0]["samples"] for name in row["examples"]}) > 20      # real, varied names
+    here = evaluate_model(model, data, (1.0, 0.8), num=300, seed=4, target_se=0.05)
+    for name, f in here["likelihood"].items():
+        assert f["nll"] == pytest.approx(figures[0]["likelihood"][name]["nll"], rel=1e-6)
+    if kind == "denoiser":
+        assert here["likelihood"]["nelbo"]["repeats"] >= 2 and set(here["likelihood"]) > {"nelbo", "confident"}
+
+
+def test_chunks_make_the_names_independent_of_how_many_are_drawn_after_them():
+    """Chunk c is seeded (seed, c): the first 128 of 300 names are the 128 names drawn alone."""
+    model = tiny_denoiser(L=6)
+    many = sample_chunked(model, 300, seed=2).tokens
+    assert np.array_equal(sample_chunked(model, CHUNK_ROWS, seed=2).tokens, many[:CHUNK_ROWS])
+    assert not np.array_equal(many[:CHUNK_ROWS], many[CHUNK_ROWS:2 * CHUNK_ROWS])

@@ -1,20 +1,23 @@
 """diffusion/trainer.py: a non-finite loss stops training naming the step, early stopping keeps the best weights,
 and (end to end through scripts/train_minimal.py) Ctrl-C saves and exits 130, --resume continues bit for bit,
 same seed -> same run."""
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import tinygrad_lite as tl
-from diffusion.autoregressive import ar_loss
-from diffusion.data import encode
-from diffusion.models import MLPDenoiser
-from diffusion.trainer import TrainConfig, TrainingStopped, train
+from diffusion.autoregressive import ar_prepare, next_token_loss
+from diffusion import checkpoint, cli
+from diffusion.data import DEFAULT_NAMES, NamesData, encode
+from diffusion.models import MLPDenoiser, TransformerDenoiser
+from diffusion.trainer import Objective, TrainConfig, TrainingStopped, train
 from helpers import NAMES, tiny_ar
 
 
@@ -24,11 +27,12 @@ def test_non_finite_loss_stops_naming_the_step():
     x = encode(["ab", "cd", "ef", "gh"], 4)
     saved = []
 
-    def loss_fn(model, x0, rng):
+    def loss(model, x0):
         loss = model(x0, np.zeros(len(x0))).sum() * 0.0
         return (loss * float("nan") if len(saved) >= 2 else loss), 0.0
+    objective = Objective(lambda model, x0, rng: ((x0,), {}), loss)
     with pytest.raises(TrainingStopped, match="step 3: .*not finite") as e:
-        train(model, x, TrainConfig(steps=10, batch_size=2, log_every=100), loss_fn, log=lambda s: None,
+        train(model, x, TrainConfig(steps=10, batch_size=2, log_every=100), objective, log=lambda s: None,
               save=lambda step, opt: saved.append(step), save_every=1)
     assert saved == [1, 2] and not e.value.interrupted              # the last good checkpoint is step 2
 
@@ -43,7 +47,7 @@ def test_training_lowers_the_loss_and_early_stopping_keeps_the_best_weights():
         seen[len(seen) + 1] = m.state_dict()
         return next(figures)
     cfg = TrainConfig(steps=60, batch_size=12, lr=3e-3, warmup=5, eval_every=10, patience=2, log_every=10)
-    result = train(model, x, cfg, ar_loss, log=lambda *_: None, metric="nll", validate=validate)
+    result = train(model, x, cfg, Objective(ar_prepare, next_token_loss), log=lambda *_: None, metric="nll", validate=validate)
     assert result["stopped_early"] and result["last_step"] == 40 and result["best_step"] == 20
     assert [s for s, _ in result["validation"]] == [10, 20, 30, 40] and result["best_validation"] == 2.0
     for name, value in model.state_dict().items():                  # the model ends with the step-20 weights
@@ -111,3 +115,162 @@ def test_same_seed_same_run(tmp_path):
     assert "test NELBO" in first and without_timings(first) == without_timings(second)
     a, b = weights(str(tmp_path / "0.npz")), weights(str(tmp_path / "1.npz"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------- all cores: the step in worker processes
+def train_default(workers, steps=20, dropout=0.0, resume_at=None):
+    """The default Transformer denoiser trained as scripts/train.py trains it (its objective and settings, the
+    first `steps` steps of names.txt) with `workers` processes. resume_at: stop there, then continue on a new
+    model from the saved state, as --resume does. Returns (the figures logged, the weights)."""
+    data = NamesData.load(DEFAULT_NAMES, L=16)
+    cfg = TrainConfig(steps=steps, batch_size=64, lr=2e-3, objective="exact_k", log_every=1)
+    tl.manual_seed(0)
+    model = TransformerDenoiser(dropout=dropout)
+    objective = cli.objective(model, cfg, data)[0]
+    logged, saved = [], {}
+
+    def save(step, opt):
+        saved.update(weights=model.state_dict(), optimizer=opt.state_dict(), engine=tl.random.get_state())
+    run = dict(log=logged.append, workers=workers)
+    if resume_at is None:
+        train(model, data.train, cfg, objective, **run)
+    else:
+        short = TrainConfig(**{**cfg.__dict__, "steps": resume_at})
+        train(model, data.train, short, objective, save=save, **run)
+        model = TransformerDenoiser(dropout=dropout)
+        model.load_state_dict(saved["weights"])
+        tl.random.set_state(saved["engine"])
+        train(model, data.train, cfg, objective, start_step=resume_at, optimizer_state=saved["optimizer"], **run)
+    figures = [float(re.search(r"train nelbo ([\d.]+)", line).group(1)) for line in logged]
+    return np.array(figures), model.state_dict()
+
+
+def test_one_and_two_workers_train_the_default_model_alike():
+    """20 steps of the default model: the same losses and weights to 1e-5 in float32 (the gradient's sum is
+    only rounded differently); and with 2 workers, stopping at step 10 and resuming repeats the run bit for bit."""
+    one_losses, one = train_default(workers=1)
+    two_losses, two = train_default(workers=2)
+    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5)
+    assert one_losses[0] - one_losses[-1] > 1.0                          # training got somewhere
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-5, err_msg=name)
+    assert any(not np.array_equal(two[name], one[name]) for name in one)  # two processes did run
+    resumed_losses, resumed = train_default(workers=2, resume_at=10)
+    np.testing.assert_array_equal(resumed_losses, two_losses)
+    assert all(np.array_equal(resumed[name], two[name]) for name in two)
+
+
+def test_more_workers_than_rows_is_refused():
+    model = tiny_ar(L=8)
+    with pytest.raises(ValueError, match="smaller than the 4 workers"):
+        train(model, encode(NAMES, 8), TrainConfig(steps=1, batch_size=3), Objective(ar_prepare, next_token_loss),
+              log=lambda *_: None, workers=4)
+
+
+# ---------------------------------------------------------------------- end to end: faults with worker processes
+def children(pid):
+    """Process ids of pid's children (Linux: /proc/PID/task/TID/children)."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+            found.update(int(c) for c in f.read().split())
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"            # a zombie has ended
+    except OSError:
+        return False
+
+
+def segments():
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+
+def run_until(args, line, tmp_path, signal_to=None, script=None):
+    """Start scripts/train.py (or `script`, a wrapper) with `args` in a session of its own; when `line` (a
+    regex) is printed, call signal_to(process, worker pids). Returns (exit code, stdout, stderr, worker pids,
+    seconds from the signal to the exit)."""
+    before = segments()
+    command = [sys.executable, script or "scripts/train.py", *args]
+    p = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    out, workers, sent = [], set(), None
+    for text in p.stdout:
+        out.append(text)
+        workers |= children(p.pid) if p.poll() is None else set()
+        if sent is None and re.search(line, text) and signal_to:
+            workers |= children(p.pid)
+            signal_to(p, sorted(workers))
+            sent = time.monotonic()
+    stdout, stderr = p.communicate(timeout=120)
+    seconds = time.monotonic() - sent if sent else None
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), "a worker process is left"
+    assert segments() <= before, "a shared-memory segment is left"
+    return p.returncode, "".join(out) + stdout, stderr, workers, seconds
+
+
+def worker_pids(pids):
+    """The data-parallel workers among a run's child processes (multiprocessing's resource tracker is one too)."""
+    def command(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    return [pid for pid in pids if "spawn_main" in command(pid)]
+
+
+RUN = ["--workers", "2", "--steps", "400", "--log-every", "1", "--num-samples", "0"]
+
+
+@pytest.mark.scripts
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="reads /proc and /dev/shm")
+def test_ctrl_c_with_workers_saves_exits_130_and_leaves_nothing(tmp_path):
+    out = str(tmp_path / "run.npz")
+    code, stdout, stderr, workers, seconds = run_until(
+        RUN + ["--out", out], r"step\s+15/", tmp_path, lambda p, _: os.killpg(p.pid, signal.SIGINT))  # the terminal's
+    assert code == 130, stderr
+    assert len(workers) >= 2                                  # the two workers (and multiprocessing's tracker)
+    step = int(re.search(r"saved step (\d+)", stderr).group(1))
+    assert 15 <= step < 400 and "resume with: python scripts/train.py --resume" in stderr
+    assert checkpoint.read_meta(out)["step"] == step
+
+
+@pytest.mark.scripts
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="reads /proc and /dev/shm")
+def test_a_killed_worker_stops_the_run_with_one_line_and_the_checkpoint_intact(tmp_path):
+    out = str(tmp_path / "run.npz")
+
+    def kill_a_worker(p, pids):
+        os.kill(worker_pids(pids)[-1], signal.SIGKILL)
+    code, stdout, stderr, _, seconds = run_until(RUN + ["--out", out, "--save-every", "10"], r"step\s+25/",
+                                                 tmp_path, kill_a_worker)
+    assert code == 1 and seconds < 10, (code, seconds, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"error: data-parallel worker \d \(pid \d+\) was killed by signal "
+                                        r"SIGKILL during the step; .*run.npz holds step 20", lines[0]), stderr
+    assert checkpoint.load(out)[1]["step"] == 20
+
+
+@pytest.mark.scripts
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="reads /proc and /dev/shm")
+def test_a_worker_that_raises_stops_the_run_with_one_line(tmp_path):
+    out = str(tmp_path / "run.npz")
+    wrapper = tmp_path / "train_with_a_faulty_loss.py"
+    wrapper.write_text(
+        "import runpy, sys\n"
+        f"sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
+        "import diffusion.cli, helpers\n"
+        "diffusion.cli.masked_loss = helpers.loss_that_fails_on_call_25\n"
+        f"sys.argv = [{os.path.join(ROOT, 'scripts', 'train.py')!r}] + sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    code, stdout, stderr, _, _ = run_until(RUN + ["--out", out, "--save-every", "10"], r"$^", tmp_path,
+                                           script=str(wrapper))
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1, stderr
+    assert re.match(r"error: data-parallel worker \d \(pid \d+\) raised during the step: ValueError: injected "
+                    r"failure in the loss; .*run.npz holds step 20", lines[0]), stderr
+    assert checkpoint.load(out)[1]["step"] == 20 and re.search(r"step\s+24/", stdout)
