@@ -3,6 +3,8 @@ checkpoint, and file permissions that follow the umask."""
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.models import SkipMLPDenoiser, TransformerDenoiser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
@@ -57,3 +61,30 @@ def test_checkpoints_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644
+
+
+def test_a_checkpoint_from_before_the_key_bias_was_dropped_loads_and_predicts_the_same(tmp_path):
+    """Attention's key projection had a bias; a checkpoint that holds one loads without it and predicts the same
+    (a key bias shifts all of a query's scores alike, which softmax ignores), but its optimizer state, indexed by
+    the old parameter list, is dropped: scripts refuse to resume it."""
+    tl.manual_seed(0)
+    old = TransformerDenoiser(L=8, dim=16, layers=2, heads=2)
+    x = np.random.default_rng(0).integers(0, 28, size=(5, 8))
+    with tl.no_grad():
+        without = old(x).data
+        for block in old.blocks:                                   # the old layout: a key bias, far from zero
+            block.attn.key.bias = tl.nn.Parameter(np.random.default_rng(1).normal(size=16).astype(np.float32))
+        assert np.abs(old.blocks[0].attn.key.bias.data).max() > 1
+        with_bias = old(x).data
+    np.testing.assert_allclose(with_bias, without, rtol=0, atol=1e-5)
+    assert "blocks.0.attn.key.bias" in old.state_dict()
+    path = str(tmp_path / "old.npz")
+    checkpoint.save(path, old, tl.optim.AdamW(old.parameters()), step=3,
+                    extra=dict(train=dict(steps=10), engine_rng=tl.random.get_state()))
+    loaded, meta, opt_state = checkpoint.load(path)
+    assert "blocks.0.attn.key.bias" not in loaded.state_dict() and opt_state == {}
+    with tl.no_grad():
+        np.testing.assert_allclose(loaded(x).data, with_bias, rtol=0, atol=1e-5)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--resume", path],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot be resumed" in r.stderr, r.stderr

@@ -156,6 +156,18 @@ def test_reveal_schedule_reveals_everything(L, data):
     counts = reveal_schedule(n, steps, CosineSchedule())
     assert counts.shape == (L + 1, steps) and np.all(counts >= 0)
     assert np.array_equal(counts.sum(1), n)
+    assert np.all(counts[n <= steps] <= 1)                       # S >= n: one position a step at most
+
+
+@pytest.mark.parametrize("length", ["model", *range(1, 17)])
+def test_with_s_equal_to_l_each_step_reveals_one_position(length):
+    """At L = 16 with the default (cosine) schedule and S = L, every length: no step reveals two positions of a
+    row, so the sampler at S = L is the one-token-a-step model the length-first likelihood scores. (Rounding
+    the cosine count alone revealed two at once for 11 of the 16 lengths.)"""
+    out = sample(tiny_transformer(L=16), 40, steps=16, seed=length if length != "model" else 0, length=length)
+    for row, fixed in zip(out.reveal_step, out.fixed):
+        steps = row[~fixed]
+        assert len(np.unique(steps)) == len(steps) and steps.min() >= 1, row
 
 
 @given(steps=st.integers(1, 6), temperature=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
