@@ -7,7 +7,8 @@ chunks of CHUNK_ROWS instead and give chunk c its own generator, seeded (seed, c
 computation wherever it runs, so chunk c of 1,000 names is the same 128 names in this process, on worker 0 of
 2 or on worker 5 of 8. The results depend on CHUNK_ROWS, never on the worker count. (Workers run BLAS on one
 thread each. In this process NumPy's BLAS may use several, which rounds a matrix product differently, so
-figures computed here agree with a pool's to float32 rounding only: the scripts always use a pool.)
+figures computed here agree with a pool's to float32 rounding only: the scripts compute the figures they
+report on a pool, even of one worker.)
 
     with ModelPool(model, build_model, {"config": model.config}, workers=2) as pool:    # or pool = None
         names = generate(model, 1000, seed=0, pool=pool)                               # evaluation.py

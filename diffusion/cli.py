@@ -157,8 +157,9 @@ def trainer_parser(description, **defaults):
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint, in place (its saved settings and data win over the "
                         "flags)")
-    add_workers_flag(p, "processes computing each step's gradient, a shard of the batch each (1: this process "
-                        "only), then the test and the samples, in chunks (the same figures for any number)")
+    add_workers_flag(p, "processes computing each step's gradient, a shard of the batch each (1: in this "
+                        "process), then the test and the samples, in chunks on worker processes (the same "
+                        "figures for any number)")
     p.add_argument("--eval-every", type=whole_number, default=d["eval_every"],
                    help="score the validation split every N steps, keep the best weights (0: off)")
     p.add_argument("--patience", type=whole_number, default=d["patience"],
@@ -178,10 +179,13 @@ def add_workers_flag(p, what="worker processes sampling and evaluating, in chunk
 
 
 def workers(asked, batch_size=None):
-    """--workers: as asked, or by default the cores available, at most MAX_WORKERS. For training at most
-    batch_size too (each worker takes one row of the batch at least: more asked is one line, exit 2)."""
+    """--workers: as asked, or by default the cores available, at most MAX_WORKERS. Never more than the cores
+    available, and for training at most batch_size (each worker takes one row of the batch at least): more
+    asked is one line, exit 2."""
     if asked is None:
         return max(1, min(available_cores(), MAX_WORKERS, batch_size or MAX_WORKERS))
+    if asked > available_cores():
+        fail(f"--workers {asked} is more than the {available_cores()} cores this process may use")
     if batch_size is not None and asked > batch_size:
         fail(f"--workers {asked} is more than --batch-size {batch_size}: each worker takes one row of the batch at "
              f"least")
@@ -194,20 +198,27 @@ def model_pool(model, count, rows=None):
     allocator setting. One worker process even for count=1: workers run BLAS on one thread, and this process
     may run it on several, which rounds a matrix product differently; so every figure is computed the same
     way, and the names and figures are the same bits for any --workers."""
+    if rows == 0:
+        return contextlib.nullcontext(None)                       # nothing to do: no process to start
     if rows is not None:
         count = max(1, min(count, len(chunk_bounds(rows))))
     return ModelPool(model, checkpoint.build_model, {"config": model.config}, count, initializer=keep_freed_memory)
 
 
+def worker_failed(error, path=None):
+    """A worker process that died or raised (a WorkerError) ends the program: one line naming it and what
+    happened (and what `path`, the run's checkpoint, holds), exit 1."""
+    print(f"error: {error}" + (f"; {saved_state(path)}" if path else ""), file=sys.stderr)
+    sys.exit(1)
+
+
 @contextlib.contextmanager
 def worker_errors(path=None):
-    """A worker process that died or raised ends the program with one line naming it (and what `path`, the
-    run's checkpoint, holds), exit 1."""
+    """worker_failed for a WorkerError raised in the block."""
     try:
         yield
     except WorkerError as e:
-        print(f"error: {e}" + (f"; {saved_state(path)}" if path else ""), file=sys.stderr)
-        sys.exit(1)
+        worker_failed(e, path)
 
 
 # ----------------------------------------------------------------------------- outputs: checked before training
@@ -439,6 +450,7 @@ def fit(args, model, cfg, data, objective, start_step=0, optimizer_state=None, v
         extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **figures)
         args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra=extra))
     args.workers = workers(args.workers, cfg.batch_size)          # compare.py reaches here without prepare()
+    same_workers = "" if args.workers == workers(None, cfg.batch_size) else f" --workers {args.workers}"
     try:
         with worker_errors(args.out):
             result = train(model, data.train, cfg, objective, start_step=start_step, optimizer_state=optimizer_state,
@@ -449,9 +461,10 @@ def fit(args, model, cfg, data, objective, start_step=0, optimizer_state=None, v
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
         script = TRAINERS[model.config["kind"]]                  # compare.py trains too, but resumes nothing
-        print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}",
-              file=sys.stderr)
+        print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}"
+              f"{same_workers}", file=sys.stderr)
         sys.exit(130)
+    save(result["last_step"], result["optimizer"])     # the weights kept (the best, with validation), before testing
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:
         print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "
@@ -483,7 +496,7 @@ def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, o
     validation curve. Returns dict(result, likelihood, unigram, test)."""
     loss, validate, metric = objective(model, cfg, data)
     result, save = fit(args, model, cfg, data, loss, start_step, optimizer_state, validate, metric)
-    with worker_errors(args.out), model_pool(model, args.workers) as pool:
+    with worker_errors(args.out), model_pool(model, args.workers, rows=len(data.test)) as pool:
         figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
                                      orders=orders, pool=pool)
     unigram = unigram_nll(data.train, data.test)
@@ -522,7 +535,7 @@ def run(description, make_model, kind, **defaults):
     data, model, cfg, start_step, optimizer_state = prepare(args, make_model, kind)
     try:
         trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
-        with worker_errors(args.out), model_pool(model, args.workers) as pool:
+        with worker_errors(args.out), model_pool(model, args.workers, rows=args.num_samples) as pool:
             sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None,
                                    pool=pool)
     except KeyboardInterrupt:                     # a second Ctrl-C in training, or one while testing or sampling

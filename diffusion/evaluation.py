@@ -22,7 +22,8 @@ sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo
 Samples: `generate` draws names from either model; `sample_quality` adds the figures of metrics.sample_report.
 
 Everything here runs in fixed seeded chunks of rows (chunks.py): pass a ModelPool as `pool` to spread them
-over worker processes; the names and every figure are the same with or without one.
+over worker processes; the names and every figure are the same bits for any number of workers (and agree to
+float32 rounding with no pool: this process may run BLAS on several threads, a worker runs it on one).
 """
 import time
 
@@ -190,7 +191,7 @@ def sample_chunked(model, num, seed=0, pool=None, **options):
     chunks.CHUNK_ROWS, chunk c drawn with the seed (seed, c); `options` are the sampler's (steps, temperature,
     template, ...). Returns one Samples or ARSamples of all the rows, in chunk order (their .join)."""
     autoregressive = is_autoregressive(model)
-    jobs = [(b - a, [seed, c], options) for c, (a, b) in enumerate(chunk_bounds(num))]
+    jobs = [(b - a, [seed, c], options) for c, (a, b) in enumerate(chunk_bounds(num))] or [(0, [seed, 0], options)]
     parts = run(model, _sample_ar_job if autoregressive else _sample_job, jobs, pool)
     return (ARSamples if autoregressive else Samples).join(parts)
 

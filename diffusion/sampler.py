@@ -157,13 +157,19 @@ class Samples:
     @classmethod
     def join(cls, parts):
         """The Samples of consecutive chunks of rows as one: the rows in order, network_calls the most any
-        chunk made (the calls each row went through), the other counts summed."""
+        chunk made (the calls each row went through), the other counts summed, the trajectories merged by
+        step (a chunk that skipped a step, having nothing to reveal then, shows its rows as they were)."""
         def cat(name):
             return np.concatenate([getattr(p, name) for p in parts])
-        steps = zip(*(p.trajectory for p in parts))                # every chunk records the same steps
-        return cls(cat("tokens"), cat("reveal_step"), [(g[0][0], np.concatenate([x for _, x in g])) for g in steps],
-                   max(p.network_calls for p in parts), sum(p.letter_after_pad for p in parts), cat("row_calls"),
-                   sum(p.remasked for p in parts), cat("fixed"), sum(p.network_rows for p in parts))
+
+        def rows_at(part, step):          # a chunk's rows after `step`: a step it skipped left them as they were
+            before = [rows for s, rows in part.trajectory if s <= step]
+            return before[-1] if before else np.full_like(part.tokens, MASK)
+        steps = sorted({s for p in parts for s, _ in p.trajectory})    # chunks skip different steps
+        trajectory = [(s, np.concatenate([rows_at(p, s) for p in parts])) for s in steps]
+        return cls(cat("tokens"), cat("reveal_step"), trajectory, max(p.network_calls for p in parts),
+                   sum(p.letter_after_pad for p in parts), cat("row_calls"), sum(p.remasked for p in parts),
+                   cat("fixed"), sum(p.network_rows for p in parts))
 
     def record(self, step, rows, revealed, remasked, ran):
         """Count a reverse step that ran on `rows` (revealed, remasked: their (n, L) bool masks)."""

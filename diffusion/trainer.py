@@ -12,7 +12,8 @@ weights are not in mid-run checkpoints, so a resumed run tracks the best again f
 All cores (workers > 1): the step's gradient comes from tinygrad_lite.parallel.DistributedDataParallel, each
 worker process taking a contiguous shard of the batch. The parent still draws the batch and the noise, so the
 run follows the same stream for any number of workers; only the rounding of the gradient's sum differs (about
-1e-7 relative), and with dropout the masks (drawn per worker). The checkpoint holds nothing tied to N.
+1e-7 relative), and with dropout the masks (drawn per worker). A checkpoint resumes with any N (its engine
+generator's state differs with N: the data-parallel step draws the workers' dropout seed from it).
 """
 import signal
 import time

@@ -49,6 +49,8 @@ def parse_args():
              "pass --ar-checkpoint / --diffusion-checkpoint")
     prefix = args.out or args.default_out
     args.out_prefix = prefix[:-4] if prefix.endswith(".npz") else prefix
+    trains = not (args.ar_checkpoint and args.diffusion_checkpoint)
+    args.workers = workers(args.workers, args.batch_size if trains else None)     # checked before any work
     return args
 
 
@@ -74,7 +76,7 @@ def get_model(kind, given, args, data):
         if model.L != data.L:
             fail(f"{path}: the model has L={model.L}, but the other model has L={data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
-        with worker_errors(), model_pool(model, workers(args.workers)) as pool:
+        with worker_errors(), model_pool(model, args.workers, rows=len(data.test)) as pool:
             figures = likelihood_figures(model, data.test, seed=args.seed, pool=pool)
         extra = meta["extra"]
         return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"], train=extra.get("train"),
@@ -95,7 +97,7 @@ def get_model(kind, given, args, data):
 def qualities(model, data, args, ar, settings):
     """sample_quality of `model` (scored by the AR model `ar`) at each (temperature, steps) of `settings`, on
     --workers processes."""
-    with worker_errors(), model_pool(model, workers(args.workers), rows=args.num_samples) as pool:
+    with worker_errors(), model_pool(model, args.workers, rows=args.num_samples) as pool:
         return [sample_quality(model, data, t, args.num_samples, s, args.seed, ar, pool) for t, s in settings]
 
 

@@ -27,9 +27,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, comma_list, fail,  # noqa: E402
                            load_checkpoint, model_pool, nonnegative_float, positive_float, positive_int,
-                           script_main, worker_errors, workers)
+                           script_main, worker_failed, workers)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import sample_chunked  # noqa: E402
+from tinygrad_lite.parallel import WorkerError  # noqa: E402
 from diffusion.sampler import ORDERS, edit_template  # noqa: E402
 from diffusion.schedule import SCHEDULES, get_schedule  # noqa: E402
 from diffusion.visualize import forward_view, reverse_view  # noqa: E402
@@ -136,8 +137,13 @@ def main():
 
 def draw(model, args, **options):
     """args.num rows from either model with the sampler's `options`, in seeded chunks over --workers processes."""
-    with worker_errors(), model_pool(model, workers(args.workers), rows=args.num) as pool:
-        return sample_chunked(model, args.num, args.seed, pool, **options)
+    try:
+        with model_pool(model, workers(args.workers), rows=args.num) as pool:
+            return sample_chunked(model, args.num, args.seed, pool, **options)
+    except WorkerError as e:
+        if isinstance(e.__cause__, ValueError):          # a bad option, found by the sampler in a worker
+            raise e.__cause__ from None
+        worker_failed(e)
 
 
 def sample_left_to_right(model, args, p):

@@ -100,7 +100,8 @@ def main():
     print(header)
     if ar is not None:
         t0 = time.perf_counter()
-        out = sample_chunked(ar, args.num, args.seed, temperature=args.temperature)
+        with worker_errors(), model_pool(ar, workers(args.workers), rows=args.num) as pool:
+            out = sample_chunked(ar, args.num, args.seed, pool, temperature=args.temperature)
         names = [decode(r) for r in out.tokens]
         rows.append(dict(variant="AR samples", steps=None, calls=float(out.network_calls),
                          seconds=time.perf_counter() - t0, examples=names[:10],

@@ -140,6 +140,21 @@ def test_sample_takes_either_kind(runs):
 
 
 @pytest.mark.scripts
+def test_workers_flag_errors_are_one_line(runs):
+    """More workers than cores, or (training) than rows in a batch; a bad sampler option found in a worker."""
+    many = str(os.cpu_count() + 1)
+    for script in ("scripts/evaluate.py", "scripts/sample.py", "scripts/sampler_table.py"):
+        assert "cores" in one_line_error(run_script(script, "--checkpoint", str(runs / "transformer.npz"),
+                                                    "--workers", many))
+    assert "more than --batch-size 1" in one_line_error(run_script("scripts/train.py", "--batch-size", "1",
+                                                                   "--workers", "2", "--names", str(runs / "names300.txt"),
+                                                                   "--out", str(runs / "never.npz")))
+    line = one_line_error(run_script("scripts/sample.py", "--checkpoint", str(runs / "transformer.npz"), "--num",
+                                     "300", "--workers", "2", "--top-p", "2"))
+    assert "--top-p must be in (0, 1]" in line and not os.path.exists(runs / "never.npz")
+
+
+@pytest.mark.scripts
 @pytest.mark.parametrize("flags, says", [(["--template", "m__a"], "fixed prefix"), (["--template", "*a"], "prefix"),
                                          (["--order", "margin"], "--order is an option of the masked sampler"),
                                          (["--steps", "4"], "--steps"), (["--edit", "emma", "--positions", "1"],

@@ -219,3 +219,20 @@ def test_chunks_make_the_names_independent_of_how_many_are_drawn_after_them():
     many = sample_chunked(model, 300, seed=2).tokens
     assert np.array_equal(sample_chunked(model, CHUNK_ROWS, seed=2).tokens, many[:CHUNK_ROWS])
     assert not np.array_equal(many[:CHUNK_ROWS], many[CHUNK_ROWS:2 * CHUNK_ROWS])
+
+
+@pytest.mark.parametrize("options", [dict(steps=8), dict(steps=8, length="joint", threshold=0.5)])
+def test_chunked_trajectories_line_up_by_step(options):
+    """Chunks skip different steps (a row with nothing to reveal skips the call); the joined trajectory has
+    every step any chunk ran, each row as it stood then, ending with the final rows; masks only ever go."""
+    out = sample_chunked(tiny_denoiser(L=8), CHUNK_ROWS + 2, seed=3, keep_trajectory=True, **options)
+    steps = [s for s, _ in out.trajectory]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+    assert all(rows.shape == out.tokens.shape for _, rows in out.trajectory)
+    assert np.array_equal(out.trajectory[-1][1], out.tokens)
+    masks = np.array([(rows == MASK).sum(1) for _, rows in out.trajectory])        # (steps, rows)
+    assert np.all(np.diff(masks, axis=0) <= 0)
+
+
+def test_no_rows_is_an_empty_sample():
+    assert sample_chunked(tiny_denoiser(L=6), 0).tokens.shape == (0, 6)

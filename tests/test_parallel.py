@@ -9,6 +9,8 @@ import doctest
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +19,7 @@ import pytest
 
 import tinygrad_lite as tl
 from tinygrad_lite import functional as F, optim, parallel
-from tinygrad_lite.parallel import DistributedDataParallel, WorkerError
+from tinygrad_lite.parallel import DistributedDataParallel, ModelPool, WorkerError
 from diffusion.data import chars_per_name, encode
 from diffusion.loss import masked_loss, prepare
 from diffusion.models import TransformerDenoiser
@@ -350,3 +352,63 @@ def test_arguments_are_checked_before_any_process_starts():
     with pytest.raises(ValueError, match="workers must be"):
         DistributedDataParallel(model, make_denoiser, SMALL, masked_loss, workers=0)
 
+
+
+def double_first(model, x):
+    """A map job: raises for a negative first value, else returns it doubled."""
+    if x[0] < 0:
+        raise ValueError(f"negative: {x[0]}")
+    return 2 * x
+
+
+def test_map_returns_results_in_order_and_a_raise_is_one_line_with_its_cause():
+    model = build(SMALL)
+    items = [np.array([i]) for i in range(7)]
+    with ModelPool(model, make_denoiser, SMALL, workers=2) as pool:
+        assert [int(r[0]) for r in pool.map(double_first, items)] == [2 * i for i in range(7)]
+        with pytest.raises(WorkerError, match=r"model-pool worker \d \(pid \d+\) raised during the map: "
+                                              r"ValueError: negative: -3$") as caught:
+            pool.map(double_first, items + [np.array([-3])])
+    assert isinstance(caught.value.__cause__, ValueError) and "Traceback" in caught.value.worker_traceback
+    assert_nothing_left(pool)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_ctrl_c_while_workers_start_reaches_the_parent_only(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group, workers still importing included: they start
+    with SIGINT blocked and ignore it before they unblock it, so the parent alone is interrupted, and no
+    worker prints a traceback. (The workers' import is made slow here, to send the signal inside it.)"""
+    (tmp_path / "slow_start.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('SLOW_START'):                   # set after the parent imported this: workers only\n"
+        "    time.sleep(3)\n"
+        "def make():\n"
+        "    from diffusion.models import TransformerDenoiser\n"
+        "    return TransformerDenoiser(L=4, dim=8, layers=1, heads=2)\n")
+    script = tmp_path / "start_pool.py"
+    script.write_text(
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal, whoever started us\n"
+        f"sys.path[:0] = [{ROOT!r}, {str(tmp_path)!r}]\n"
+        "import tinygrad_lite as tl\n"
+        "from tinygrad_lite.parallel import ModelPool\n"
+        "import os\n"
+        "from slow_start import make\n"
+        "os.environ['SLOW_START'] = '1'\n"
+        "if __name__ == '__main__':                         # a spawned worker imports this file too\n"
+        "    tl.manual_seed(0)\n"
+        "    print('starting', flush=True)\n"
+        "    try:\n"
+        "        with ModelPool(make(), make, {}, workers=2):\n"
+        "            print('started', flush=True)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('parent interrupted', flush=True)\n"
+        "        sys.exit(130)\n")
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    assert p.stdout.readline().strip() == "starting"
+    time.sleep(1.0)                                             # the workers are inside their slow import
+    os.killpg(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 130 and "parent interrupted" in stdout, (stdout, stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr

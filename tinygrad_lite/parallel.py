@@ -63,10 +63,10 @@ from the whole batch (the `shared` keyword arguments of backward reach every wor
 
 The sum is the batch gradient up to rounding: float addition is not associative, so N shards add the same
 terms in a different order than one process does (about 1e-7 relative in float32). Losses and predictions
-agree to that level. Adam divides each gradient by its own running size, so where a gradient is zero in
-exact arithmetic and only rounding is left (an attention key's bias: softmax ignores a shift shared by all
-keys), the rounding moves the weight: measured, up to about lr / 30 apart after 20 steps for that bias, while
-every other weight stays within 1e-6. For a given N everything is bit-identical from run to run.
+agree to that level. Adam divides each gradient by its own running size, so a parameter whose gradient is
+zero in exact arithmetic, leaving only rounding, would be moved by that rounding, differently for each N: an
+attention key's bias was one (softmax ignores a shift shared by all keys), which is why nn's attention has
+none. For a given N everything is bit-identical from run to run.
 
 Dropout draws its masks inside the network from the engine's generator (tinygrad_lite.random). Each worker
 reseeds its own generator every step from (a seed the parent draws from its engine generator, the worker's
@@ -74,8 +74,9 @@ rank), so runs are repeatable for a given N and a resumed run that restored the 
 the rest; but the masks depend on how the batch is split: with dropout > 0, results depend on N. That is the
 one thing that does (the default models have dropout 0).
 
-workers=1 is allowed (one worker does the whole batch) but only useful for tests: a program should simply
-not use this module with one process.
+workers=1 is allowed: one worker does all the work. A trainer with one process does not use this module;
+sampling and evaluation use a pool of one so that their figures are computed exactly as with more workers
+(a worker runs BLAS on one thread, the parent may run it on several, and that rounds products differently).
 """
 import contextlib
 import multiprocessing
@@ -127,6 +128,19 @@ def _environment(values):
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread for the duration of the block (POSIX); a Ctrl-C then arrives after it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _layout(params):
     """(shapes, offsets, total size) of the parameters laid end to end in one flat array."""
     shapes = [p.shape for p in params]
@@ -165,7 +179,9 @@ def _worker_main(rank, conn, shm_name, dtype, shapes, offsets, workers, make_mod
                  initializer):
     """A worker's whole life: attach, rebuild the model on the shared weights, then serve steps until told
     to stop or until the parent's end of the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the parent's to handle; it was blocked
+    if hasattr(signal, "pthread_sigmask"):                 # since the start (see _start), and is now dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         if initializer is not None:
             initializer()
@@ -318,7 +334,9 @@ class ModelPool:
 
     def _start(self, make_model, model_kwargs, initializer):
         context = multiprocessing.get_context("spawn")
-        with _environment(BLAS_THREADS_ENV):               # copied into each child as it starts
+        # copied into each child as it starts: the environment, and SIGINT blocked, so that a Ctrl-C while a
+        # worker is still importing stays pending until it ignores it (as multiprocessing's resource tracker)
+        with _environment(BLAS_THREADS_ENV), _sigint_blocked():
             for rank in range(self.workers):
                 parent_end, child_end = context.Pipe()
                 proc = context.Process(
@@ -341,8 +359,9 @@ class ModelPool:
         """[fn(replica, item) for item in items], computed in the workers: each item goes to whichever worker
         is free (so the results cannot depend on the worker count unless fn reads it). fn(model, item) must
         pickle, as must the items and the results. Returns the results in the order of `items`. An exception
-        fn raises is raised here again, as multiprocessing.Pool.map does (the pool is closed first); a worker
-        that dies raises WorkerError."""
+        fn raises, or a worker that dies, raises WorkerError with one line naming the worker and what happened
+        (the pool is closed first); the worker's exception itself is the WorkerError's __cause__ when it
+        pickles, as with multiprocessing.Pool.map."""
         self._check_open("map")
         _check_picklable(f"{type(self).__name__}.map", fn=fn)
         self._sync_parameters()
@@ -362,7 +381,8 @@ class ModelPool:
             while busy:
                 for rank, answer in self._receive(set(busy), "map", deadline).items():
                     if answer[0] == "raised":
-                        raise answer[1]
+                        raise self._fail(rank, f"raised during the map: {_one_line(answer[1])}",
+                                         answer[2]) from answer[1]
                     results[busy.pop(rank)] = answer[1]
                     feed(rank)
                     deadline = self._deadline()
@@ -428,6 +448,8 @@ class ModelPool:
                     answer = conn.recv() if conn.poll() else None   # a last word before dying counts
                 except (EOFError, OSError):
                     answer = None
+                except Exception as e:                      # noqa: BLE001 (an answer that does not unpickle)
+                    raise self._fail(rank, f"sent an answer that cannot be read here: {_one_line(e)}") from None
                 if answer is None:
                     proc.join(1.0)
                     raise self._fail(rank, f"{_describe_exit(proc)} during the {what}")
