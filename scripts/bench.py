@@ -7,11 +7,13 @@
 Rows: the training step (forward + backward + AdamW) of each denoiser at its default batch, and of the
 Transformer at batch 256; the matmul floor (the step's own matmuls, shapes read off its graph, timed alone
 in raw NumPy) and step / floor; the same step written by hand in NumPy (diffusion/numpy_step.py), which says what
-the engine itself costs; the default step with glibc's default allocator and with keep_freed_memory() (each
+the engine itself costs; the Transformer's step on all cores (the trainers' default --workers) in the same
+rounds, and the ceiling of splitting its batch (N processes each timing a whole step on 1/N of the batch at
+once, nothing shared); the default step with glibc's default allocator and with keep_freed_memory() (each
 side in its own process: the setting is process-wide; the other rows run with it); the per-op engine
-overhead; sampling 1,000 names (with the default model, --checkpoint, when it exists) and the GEMMs of its
-network calls alone; the held-out NELBO; the peak RSS of a default training run; and, only if PyTorch happens
-to be importable, the same Transformer step in PyTorch.
+overhead; sampling 1,000 names (with the default model, --checkpoint, when it exists) in one process and on
+all cores, and the GEMMs of its network calls alone; the held-out NELBO; the peak RSS of a default training
+run, its workers included; and, only if PyTorch happens to be importable, the same Transformer step in PyTorch.
 A second table breaks the Transformer step down op by op (a profiled run: the engine is patched to time it).
 """
 import argparse
@@ -30,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import Tensor, optim  # noqa: E402
 from tinygrad_lite.malloc import keep_freed_memory  # noqa: E402
-from tinygrad_lite.parallel import ModelPool  # noqa: E402
+from tinygrad_lite.parallel import BLAS_THREADS_ENV, ModelPool  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import DEFAULT_CHECKPOINT, workers  # noqa: E402
 from diffusion.data import MASK, NamesData  # noqa: E402
@@ -87,15 +89,42 @@ def training_step(model, x, objective, workers=1):
     return step, grads
 
 
-def default_step_ms(allocator, repeats):
-    """Median ms of the default training step (Transformer, batch 64) in this process, after choosing the
-    allocator: "keep-freed" calls keep_freed_memory(), "default" leaves glibc's settings alone."""
+def default_step_ms(allocator, repeats, batch=64, start=None):
+    """Median ms of the default training step (Transformer, `batch` rows) in this process, after choosing the
+    allocator: "keep-freed" calls keep_freed_memory(), "default" leaves glibc's settings alone. start: a
+    time.time() to wait for before timing, so that processes started together are timed together."""
     if allocator == "keep-freed":
         keep_freed_memory()
     data, rng = NamesData.load(), np.random.default_rng(0)
     tl.manual_seed(0)
     model = TransformerDenoiser()
-    return median_ms(training_step(model, data.train[rng.integers(0, len(data.train), 64)], "exact_k")[0], repeats)
+    step = training_step(model, data.train[rng.integers(0, len(data.train), batch)], "exact_k")[0]
+    step()
+    while start is not None and time.time() < start:
+        time.sleep(0.001)
+    return median_ms(step, repeats)
+
+
+def steps_together_ms(batch, processes, repeats, blas_threads=None):
+    """Start `processes` processes, each timing the default step on `batch` rows (BLAS on `blas_threads`
+    threads, or its default), all from the same moment: the slowest one's median ms."""
+    env = dict(os.environ, **({name: str(blas_threads) for name in BLAS_THREADS_ENV} if blas_threads else {}))
+    start = time.time() + 3.0                          # by then each child has loaded the data and the model
+    children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child-step", "keep-freed",
+                                  "--child-repeats", str(repeats), "--child-batch", str(batch), "--child-start",
+                                  str(start)], env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    return max(float(child.communicate()[0].split()[-1]) for child in children)
+
+
+def parallel_ceiling(batch, cores, rounds, repeats):
+    """(rounds, 2) ms: the step on `batch` rows in one process, then `cores` processes each running a whole
+    step (forward, backward, AdamW) on batch / cores rows with BLAS on one thread, all at once. That is data
+    parallelism with nothing shared and nothing handed over: the most that splitting a batch can give here."""
+    times = np.zeros((rounds, 2))
+    for r in range(rounds):
+        times[r] = steps_together_ms(batch, 1, repeats), steps_together_ms(batch // cores, cores, repeats, 1)
+    return times
 
 
 def allocator_effect(rounds, repeats):
@@ -314,9 +343,11 @@ def main():
                    help="the trained model the sampling rows use (an untrained one if the file is not there)")
     p.add_argument("--child-step", choices=["default", "keep-freed"], help=argparse.SUPPRESS)
     p.add_argument("--child-repeats", type=int, default=30, help=argparse.SUPPRESS)
+    p.add_argument("--child-batch", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument("--child-start", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_step:                                  # one side of allocator_effect, in its own process
-        print(default_step_ms(args.child_step, args.child_repeats))
+        print(default_step_ms(args.child_step, args.child_repeats, args.child_batch, args.child_start))
         return
     keep_freed_memory()   # process-wide, so the program's choice: every row below runs with it, as the trainers do
     repeats = 5 if args.quick else 30
@@ -359,10 +390,16 @@ def main():
         row(f"train step: {name}", ms, "ms", f"{batch * model.L / ms * 1000:,.0f} tokens/s")
         cores_ms = float(np.median(times[:, 3 if batch == 64 else 1]))
         row(f"train step: {name}, all cores", cores_ms, "ms", f"{cores} worker processes (trainer --workers default)")
+        ceiling = parallel_ceiling(batch, cores, 1 if args.quick else 3, repeats)
         if batch == 256:
             row("all cores / one process, batch 256", ratio(1, 0), "x", "target <= 0.6; median of per-round ratios")
+        else:
+            row("all cores / one process", ratio(3, 0), "x", "batch 64; target <= 0.72; median of per-round ratios")
+        row(f"ceiling / one process, batch {batch}", float(np.median(ceiling[:, 1] / ceiling[:, 0])), "x",
+            f"{cores} processes, each a whole step on {batch // cores} rows at once, nothing shared "
+            f"({np.median(ceiling[:, 1]):.1f} vs {np.median(ceiling[:, 0]):.1f} ms, own processes)")
+        if batch == 256:
             continue
-        row("all cores / one process", ratio(3, 0), "x", "batch 64; target <= 0.72; median of per-round ratios")
         row("matmul floor: Transformer, batch 64", float(np.median(times[:, 1])), "ms",
             "the step's matmuls alone in NumPy")
         row("step / matmul floor", ratio(0, 1), "x", "one process; median of per-round ratios")
