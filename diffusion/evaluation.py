@@ -8,8 +8,9 @@ Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
       -log p_order(x) = sum_{j=1..L} -log p(x_{s_j} | x at s_1..s_{j-1}, MASK elsewhere),
   scored by teacher forcing the true token at each chosen position s_j (one forward pass per position, the
   whole batch at once). Orders: 'left_to_right' (s_j = j) and 'confident' (s_j = the masked position whose
-  top probability is highest, one token per step). The NELBO is the average of -log p_order over uniformly
-  random orders, so a good fixed order is usually a tighter upper bound on NLL.
+  top probability is highest, one token per step). Each order defines a model of its own, the sampler that
+  follows it, and -log p_order(x) is that model's exact NLL (not a bound on the diffusion model's). The NELBO
+  is the average of -log p_order over uniformly random orders, so a good fixed order can score below it.
   'length_first' is the default sampler's process with one token per step: the length n from the all-MASK
   PAD probabilities (P(len <= i) = cummax_i p(PAD at i), P(len = n) their differences for n = 1..L,
   renormalized), PAD written after it, then the last letter (which tells the model the length: to it a MASK
@@ -153,9 +154,11 @@ def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=D
 
 
 LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",
-                         left_to_right="test NLL bound, left-to-right order",
-                         confident="test NLL bound, most-confident-first order",
-                         length_first="test NLL bound, length first then most-confident-first")
+                         left_to_right="test NLL of the left-to-right sampler (exact)",
+                         confident="test NLL of the most-confident-first sampler (exact)",
+                         length_first="test NLL of the length-first sampler (exact)")
+SE_NOTE = ("± se: for the NELBO, the Monte-Carlo error from its random masks; for an exact NLL, the error from "
+           "which names happen to be in the test split.")
 
 
 NELBO_METHODS = dict(identity="each a mask size k and k masked positions (the exact identity)",
@@ -244,7 +247,7 @@ def likelihood_table(models):
             + ([f"{100 * (f['nll'] / exact[0] - 1):+.1f}%" if k != "nll" else ""] if len(exact) == 1 else [])
             for name, figures in models.items() for k, f in figures.items()]
     return markdown_table(["model", "test likelihood", "nats/char", "± se"] + (["vs AR"] if len(exact) == 1 else []),
-                          rows)
+                          rows) + "\n\n" + SE_NOTE
 
 
 def _gen_nll(row):
@@ -252,12 +255,13 @@ def _gen_nll(row):
 
 
 def samples_table(models, first="model"):
-    """models: {label: [sample_quality dicts]} -> one row per (label, temperature/steps)."""
+    """models: {label: [sample_quality dicts]} -> one row per (label, temperature/steps). No speed column: speed
+    is bench.py's, measured in one run."""
     rows = [[label, f"{r['temperature']:g}", "-" if r["steps"] is None else r["steps"], r["network_calls"],
-             f"{r['samples_per_second']:.0f}", f"{100 * r['novel']:.1f}%", f"{100 * r['unique']:.1f}%",
-             f"{r['length_tv']:.3f}", f"{r['bigram_kl']:.4f}", _gen_nll(r)]
+             f"{100 * r['novel']:.1f}%", f"{100 * r['unique']:.1f}%", f"{r['length_tv']:.3f}",
+             f"{r['bigram_kl']:.4f}", _gen_nll(r)]
             for label, quality in models.items() for r in quality]
-    return markdown_table([first, "T", "steps S", "network calls", "samples/s", "novel", "unique", "length TV",
+    return markdown_table([first, "T", "steps S", "network calls a name", "novel", "unique", "length TV",
                            "bigram KL", "gen NLL (AR)"], rows)
 
 

@@ -7,9 +7,10 @@ from .data import MASK
 def sample_times(batch_size, rng):
     """Per-example times t in [0, 1), stratified: t_i = (u + i) / B with one shared u ~ U[0, 1).
 
-    Each example still has t_i ~ U[0, 1) marginally, so the loss stays unbiased, but the batch covers [0, 1)
-    evenly instead of clumping, which lowers the variance of the batch loss (MDLM's low-discrepancy sampler;
-    Kingma et al. 2021, variational diffusion models)."""
+    t_i is uniform on its own stratum [i/B, (i+1)/B), not on [0, 1); but the batch mean of any f(t_i) has
+    the expectation of f(t) for t ~ U[0, 1), so the batch loss stays unbiased, and the batch covers [0, 1)
+    evenly instead of clumping, which lowers its variance (MDLM's low-discrepancy sampler; Kingma et al.
+    2021, variational diffusion models)."""
     return (rng.random() + np.arange(batch_size)) / batch_size
 
 

@@ -1,11 +1,13 @@
-"""Regenerate the README's generated sections from the project's own scripts (no hand-pasted figures).
+"""Regenerate the generated sections of README.md, docs/results.md and docs/diffusion.md from the project's own
+scripts (no hand-pasted figures).
 
-    python scripts/update_readme.py             # train the three default models (~10 min), rewrite everything
+    python scripts/update_readme.py             # train the default models and the AR (~20 min), rewrite everything
     python scripts/update_readme.py --files     # only the file table with line counts (instant)
     python scripts/update_readme.py --check     # change nothing; exit 1 if the file table is stale
     python scripts/update_readme.py --bench     # also rerun scripts/bench.py for the speed table (~3 min)
 
-Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers. Training runs write
+Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers, each in one of PAGES.
+Training runs write
 their checkpoints and figures (JSON) to runs/readme/, a folder of their own that each regeneration overwrites (runs/
 is kept out of git); --reuse formats existing JSON again without retraining.
 """
@@ -22,6 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+PAGES = [README, os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "diffusion.md")]
 RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the README's commands use runs/)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"),
@@ -63,7 +66,7 @@ def run_trainer(script, json_path, *flags):
     out = json_path.replace(".json", ".npz")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), "--json", json_path,
-                    "--out", out, "--overwrite", "--log-every", "1000", *flags], check=True)
+                    "--out", out, "--overwrite", "--log-every", "100", *flags], check=True)
     print(f"scripts/{script}.py took {time.perf_counter() - t0:.0f} s wall", flush=True)
 
 
@@ -100,12 +103,13 @@ def compare_section(ar, diffusion, json_path, tables=("Test likelihood", "Sample
 
 def contrast_table(path):
     """The classic words-only contrast of AR and diffusion, each row with its measured figures from compare.py's
-    JSON (default budget): calls, speed, likelihood, diversity, length and the few-steps weak spot."""
+    JSON (default budget): calls, likelihood, diversity, length and the few-steps weak spot (speed: bench.py's
+    table, measured in one run)."""
     sys.path.insert(0, ROOT)
     from diffusion.evaluation import markdown_table
     with open(path) as f:
         c = json.load(f)
-    num, temp = c["settings"]["num_samples"], c["settings"]["sweep_temperature"]
+    temp = c["settings"]["sweep_temperature"]
     ar, dif = (next(q for q in c["samples"][k] if q["temperature"] == temp) for k in ("AR", "diffusion"))
     by_s = {q["steps"]: q for q in c["sampling_steps"]["diffusion"]}
     lo, hi = by_s[min(by_s)], by_s[max(by_s)]
@@ -117,15 +121,14 @@ def contrast_table(path):
     best = min(f["nll"] for k, f in lik["diffusion"].items() if k != "nelbo")
     rows = [
         ["generation order", "fixed: left to right, one token per step", "any order: the most confident blanks first"],
-        [f"network calls for {num:,} names (T={temp:g}, batched)", f"one per token: {ar['network_calls']}",
+        [f"network calls a name goes through (T={temp:g})", f"one per token: {ar['network_calls']}",
          f"S steps, chosen at sampling time: {at_s('network_calls', 'd')}"],
-        [f"names per second (T={temp:g})", f"{ar['samples_per_second']:,.0f}", at_s("samples_per_second", ",.0f")],
         ["what the network sees", "only the tokens to the left (causal mask)",
          "the whole row, blanks included (bidirectional)"],
         ["training signal per name", "every position, every step",
          "only the masked positions, a random fraction of the row"],
-        ["test likelihood (nats/char)", f"exact: {exact:.3f}", f"an upper bound: NELBO {nelbo:.3f}; tightest "
-         f"decoding-order bound {best:.3f} ({100 * (best / exact - 1):+.1f}% vs the AR)"],
+        ["test likelihood (nats/char)", f"exact: {exact:.3f}", f"an upper bound: NELBO {nelbo:.3f}; the best "
+         f"fixed-order sampler's exact NLL {best:.3f} ({100 * (best / exact - 1):+.1f}% vs the AR)"],
         [f"samples at T={temp:g}: novel, unique", f"{100 * ar['novel']:.1f}%, {100 * ar['unique']:.1f}%",
          f"{100 * dif['novel']:.1f}%, {100 * dif['unique']:.1f}%"],
         ["length", f"stops when it writes the end token (length TV {ar['length_tv']:.3f})",
@@ -184,6 +187,71 @@ def pictures_section():
     return ("```\nforward process: each position masked with probability mask_rate(t)\n" + "\n".join(forward) +
             "\n\nreverse process: the default Transformer, S = 6 steps (step 0 draws the length)\n" +
             "\n".join(line for line in reverse if line.strip()) + "\n```")
+
+
+def schedule_plot():
+    """alpha(t) of both schedules, and their ELBO weights w(t) (clipped at 20: both grow without bound as t -> 0)."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    from diffusion.charts import line_plot
+    from diffusion.schedule import CosineSchedule, LinearSchedule
+    cosine, linear = CosineSchedule(), LinearSchedule()
+    t = np.linspace(0.0, 1.0, 401)
+    alpha = line_plot(t, {"cosine alpha(t)": cosine.alpha(t), "linear alpha(t) = 1 - t": linear.alpha(t)},
+                      height=10)
+    t = t[4:]                                                # from t = 0.01
+    weight = line_plot(t, {"cosine w(t)": cosine.weight(t), "linear w(t) = 1/t": linear.weight(t)}, height=10,
+                       y_range=(0, 20))
+    return "```\n" + "\n".join(alpha) + "\n\n" + "\n".join(weight) + "\n```"
+
+
+def curves_plot(diffusion_run, ar_json):
+    """The training curves (mean training figure per 100 steps) of the default Transformer denoiser and the AR
+    model of the same size, from their JSON."""
+    sys.path.insert(0, ROOT)
+    from diffusion.charts import line_plot
+    with open(ar_json) as f:
+        ar_run = json.load(f)
+    steps = [step for step, _ in diffusion_run["history"]]
+    curves = {"diffusion: training NELBO": [v for _, v in diffusion_run["history"]],
+              "AR: training NLL": [v for _, v in ar_run["history"]]}
+    return "```\n" + "\n".join(line_plot(steps, curves, height=12)) + "\n```\n\nnats/char against the step " \
+        f"(each point the mean over the {steps[0]} steps before it)."
+
+
+def lengths_section(num=1000, steps=4):
+    """Length histograms: the test names, the default sampler (length drawn first) and the plain confidence
+    order (length="joint"), 1,000 names each from the default model (runs/readme/train.npz) at S = 4, where
+    a step reveals several positions at once."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    from diffusion import checkpoint
+    from diffusion.charts import histogram
+    from diffusion.data import NamesData, decode
+    from diffusion.evaluation import sample_chunked
+    model = checkpoint.load(os.path.join(RUNS, "train.npz"))[0]
+    test = [decode(row) for row in NamesData.load().test]
+    drawn = {"test names": test,
+             "length first (default)": [decode(r) for r in sample_chunked(model, num, seed=0, steps=steps).tokens],
+             "plain confidence order": [decode(r) for r in sample_chunked(model, num, seed=0, steps=steps,
+                                                                          length="joint").tokens]}
+    bins = list(range(1, 13)) + ["13+"]
+    series = {}
+    for label, names in drawn.items():
+        counts = np.bincount(np.minimum([len(n) for n in names], 13), minlength=14)[1:]
+        series[label] = counts / max(len(names), 1)
+    return "```\n" + "\n".join(histogram(bins, series, width=18)) + "\n```"
+
+
+def unmasking_section():
+    """Two names from the default model (runs/readme/train.npz) revealed step by step, S = 8."""
+    sys.path.insert(0, ROOT)
+    from diffusion import checkpoint
+    from diffusion.sampler import sample
+    from diffusion.visualize import reverse_view
+    model = checkpoint.load(os.path.join(RUNS, "train.npz"))[0]
+    view = reverse_view(sample(model, 2, steps=8, seed=5, keep_trajectory=True), rows=2)
+    return "```\n" + "\n".join(line for line in view if line.strip()) + "\n```"
 
 
 def refresh_long_samples(path):
@@ -254,12 +322,23 @@ def main():
     p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/readme/ instead of training")
     p.add_argument("--bench", action="store_true", help="also rerun scripts/bench.py for the speed table")
     args = p.parse_args()
-    with open(README) as f:
-        text = f.read()
+    pages = {}
+    for path in PAGES:
+        with open(path) as f:
+            pages[path] = f.read()
+    text = pages[README]
     if args.check:
         stale = replace_section(text, "files", file_table()) != text
         sys.exit("README.md's file table is stale: run python scripts/update_readme.py --files" if stale else 0)
-    text = replace_section(text, "files", file_table())
+
+    def put(name, body):
+        """Write section `name` on the page that has its markers."""
+        for path, page in pages.items():
+            if f"<!-- generated:{name} -->" in page:
+                pages[path] = replace_section(page, name, body)
+                return
+        raise SystemExit(f"update_readme: no page has a section '{name}'")
+    put("files", file_table())
     if not args.files:
         os.makedirs(RUNS, exist_ok=True)
         runs = []
@@ -269,8 +348,8 @@ def main():
                 run_trainer(script, path)
             with open(path) as f:
                 runs.append(((script, label), json.load(f)))
-        text = replace_section(text, "results", results_table(runs))
-        text = replace_section(text, "temperature", sweep_table(runs[-1][1]))
+        put("results", results_table(runs))
+        put("temperature", sweep_table(runs[-1][1]))
         objective_runs = []
         for name, label in OBJECTIVES:
             path = os.path.join(RUNS, "train.json" if name == "exact_k" else f"objective_{name}.json")
@@ -278,34 +357,39 @@ def main():
                 run_trainer("train", path, *objective_flags(name), "--num-samples", "100")
             with open(path) as f:
                 objective_runs.append((label, json.load(f)))
-        text = replace_section(text, "objectives", objectives_table(objective_runs))
+        put("objectives", objectives_table(objective_runs))
         if not args.reuse:
             run_trainer("train_ar", os.path.join(RUNS, "train_ar.json"))
-        text = replace_section(text, "compare", compare_section("runs/readme/train_ar.npz", "runs/readme/train.npz",
+        put("compare", compare_section("runs/readme/train_ar.npz", "runs/readme/train.npz",
                                                                 "runs/readme/compare.json"))
-        text = replace_section(text, "contrast", contrast_table(os.path.join(RUNS, "compare.json")))
-        text = replace_section(text, "pictures", pictures_section())
-        text = replace_section(text, "sampler", sampler_section())
+        put("contrast", contrast_table(os.path.join(RUNS, "compare.json")))
+        put("pictures", pictures_section())
+        put("schedule_plot", schedule_plot())
+        put("curves", curves_plot(runs[-1][1], os.path.join(RUNS, "train_ar.json")))
+        put("lengths", lengths_section())
+        put("unmasking", unmasking_section())
+        put("sampler", sampler_section())
         # the 20,000- and 60,000-step runs (the README gives their commands): formatted, never retrained here
         have = lambda folder, *files: all(os.path.exists(os.path.join(ROOT, "runs", folder, f))  # noqa: E731
                                           for f in files)
         if have("long", "diffusion.npz", "diffusion.json"):
-            text = replace_section(text, "long", long_table(refresh_long_samples(
+            put("long", long_table(refresh_long_samples(
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
         if have("long", "ar.npz", "diffusion.npz"):
-            text = replace_section(text, "compare_long", compare_section(
+            put("compare_long", compare_section(
                 "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json",
                 ("Training", "Test likelihood", "Samples", "Diffusion quality", "Learning curves")))
         if have("long60k", "ar.npz", "diffusion.npz"):
-            text = replace_section(text, "compare_long60k", compare_section(
+            put("compare_long60k", compare_section(
                 "runs/long60k/ar.npz", "runs/long60k/diffusion.npz", "runs/long60k/compare.json",
                 ("Training", "Test likelihood", "Learning curves")))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
-        text = replace_section(text, "bench", bench_table())
-    with open(README, "w") as f:
-        f.write(text)
-    print("README.md updated")
+        put("bench", bench_table())
+    for path, page in pages.items():
+        with open(path, "w") as f:
+            f.write(page)
+    print("README.md, docs/results.md and docs/diffusion.md updated")
 
 
 if __name__ == "__main__":

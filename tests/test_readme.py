@@ -1,20 +1,26 @@
-"""The README stays true: its file table matches the code and its generated sections are filled in (its Python
-snippets run in tests/test_docs.py, with the docs')."""
+"""The README stays true: its file table matches the code, the generated sections of its pages are filled in,
+and every command it shows runs, in the order shown, on a copy of the checkout (its Python snippets run in
+tests/test_docs.py, with the docs')."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = ["README.md", "docs/results.md", "docs/diffusion.md"]       # where update_readme.py writes
 README = open(os.path.join(ROOT, "README.md")).read()
 
 
 def section(name):
-    match = re.search(rf"<!-- generated:{name} -->\n(.*?)<!-- /generated:{name} -->", README, re.S)
-    assert match, f"README has no generated section {name!r}"
-    return match.group(1).strip()
+    for page in PAGES:
+        match = re.search(rf"<!-- generated:{name} -->\n(.*?)<!-- /generated:{name} -->",
+                          open(os.path.join(ROOT, page)).read(), re.S)
+        if match:
+            return match.group(1).strip()
+    raise AssertionError(f"no page has a generated section {name!r}")
 
 
 @pytest.mark.scripts
@@ -32,6 +38,41 @@ def test_generated_sections_are_filled(name):
         f"run python scripts/update_readme.py ({name} is empty)"
 
 
-def test_pictures_are_generated():
-    body = section("pictures")
-    assert body.startswith("```") and "forward process" in body and "reverse process" in body
+@pytest.mark.parametrize("name, says", [("pictures", "reverse process"), ("schedule_plot", "cosine alpha(t)"),
+                                        ("curves", "AR: training NLL"), ("lengths", "plain confidence order"),
+                                        ("unmasking", "revealed at")])
+def test_pictures_are_generated(name, says):
+    body = section(name)
+    assert body.startswith("```") and says in body, f"run python scripts/update_readme.py ({name})"
+
+
+# what each script needs to finish in seconds: a few steps, few names, a loose NELBO
+SMALL = {"train.py": ["--steps", "20", "--num-samples", "20", "--log-every", "10"],
+         "train_ar.py": ["--steps", "20", "--num-samples", "20", "--log-every", "10"],
+         "evaluate.py": ["--num-samples", "50", "--target-se", "1"],
+         "compare.py": ["--num-samples", "30"],
+         "sampler_table.py": ["--num", "30", "--steps", "2,16", "--variants", "max_prob,random"]}
+
+
+def shown_commands():
+    """The `python scripts/...` commands of the README's ```bash blocks, in order (the main job's included)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [re.sub(r"^.*?&& ", "", line) for line in lines if "python scripts/" in line]
+
+
+@pytest.mark.scripts
+def test_every_command_the_readme_shows_runs_in_order(tmp_path):
+    """On a copy of the checkout's files (git's, as a fresh clone has them, no runs/), with small --steps."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    commands = shown_commands()
+    assert commands[0] == "python scripts/train.py" and len(commands) >= 8, commands
+    for command in commands:
+        args = [a.strip('"') for a in command.split()[1:]]
+        script = os.path.basename(args[0])
+        r = subprocess.run([sys.executable, *args, *SMALL.get(script, [])], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, f"{command}\n{r.stderr[-2000:]}"

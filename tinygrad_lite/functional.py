@@ -320,7 +320,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         ds = g @ v.swapaxes(-1, -2)                      # dP
         if drop is not None:
             ds *= drop
-        ds -= _rowsum(ds * probs)                        # the softmax Jacobian-vector product ...
+        ds -= _rowsum(ds * probs)                        # the softmax vector-Jacobian product ...
         ds *= probs                                      # ... dS = P * (dP - rowsum(dP * P))
         if keep is not None:
             ds *= keep

@@ -311,7 +311,7 @@ class Tensor:
         return Tensor._make(out if keepdims else out.squeeze(axes), (self,), "max", backward)
 
     def softmax(self, axis=-1):
-        """s = exp(x - max x) / sum exp(x - max x);  dx = s * (g - sum(g * s))  (the Jacobian-vector product)."""
+        """s = exp(x - max x) / sum exp(x - max x);  dx = s * (g - sum(g * s))  (the vector-Jacobian product)."""
         e = np.exp(self.data - self.data.max(axis=axis, keepdims=True))
         s = e / e.sum(axis=axis, keepdims=True)
         return Tensor._make(s, (self,), "softmax", lambda g: (s * (g - (g * s).sum(axis=axis, keepdims=True)),))
