@@ -314,12 +314,13 @@ class ModelPool:
         self.shapes, self.offsets, P = _layout(self.params)
         self._closed = True                                 # until the segment exists
         size = max(1, (1 + self.workers) * P * self.dtype.itemsize)     # the weights, then a gradient per worker
-        self._shm = shared_memory.SharedMemory(create=True, size=size)
-        self.shm_name = self._shm.name
-        self._processes, self._connections, self._views = [], [], []
-        # registered before any worker starts, so even an interrupted start cleans up at interpreter exit
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections, self._shm, False)
-        self._closed = False
+        with _sigint_blocked():        # a Ctrl-C inside SharedMemory() would leave the segment it just made
+            self._shm = shared_memory.SharedMemory(create=True, size=size)
+            self.shm_name = self._shm.name
+            self._processes, self._connections, self._views = [], [], []
+            # registered before any worker starts, so even an interrupted start cleans up at interpreter exit
+            self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections, self._shm, False)
+            self._closed = False
         try:
             self._weights, self._grads = _segment_arrays(self._shm, self.dtype, P, self.workers)
             for p, start, end, shape in zip(self.params, self.offsets, self.offsets[1:], self.shapes):
