@@ -412,3 +412,29 @@ def test_ctrl_c_while_workers_start_reaches_the_parent_only(tmp_path):
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 130 and "parent interrupted" in stdout, (stdout, stderr)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_ctrl_c_landing_in_another_thread_waits_for_the_end_of_the_start():
+    """Blocking SIGINT in the main thread is not enough: the kernel gives a process-wide Ctrl-C to any thread
+    that does not block it (BLAS keeps threads of its own), and Python then raises KeyboardInterrupt in the
+    main thread anyway, which once fell between starting a worker and writing it its instructions (the worker
+    printed 'EOFError: Ran out of input'). Inside the start, a Ctrl-C is noted and raised after it."""
+    bystander_ready, stop = threading.Event(), threading.Event()
+    bystander = threading.Thread(target=lambda: (bystander_ready.set(), stop.wait(10)), daemon=True)
+    bystander.start()
+    bystander_ready.wait()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached_the_end = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with parallel._sigint_deferred():
+                signal.pthread_kill(bystander.ident, signal.SIGINT)     # lands in the other thread
+                deadline = time.monotonic() + 0.3
+                while time.monotonic() < deadline:                   # Python code runs: the handler would fire
+                    pass
+                reached_the_end = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stop.set()
+    assert reached_the_end

@@ -84,6 +84,7 @@ import multiprocessing.connection
 import os
 import pickle
 import signal
+import threading
 import time
 import traceback
 import weakref
@@ -129,16 +130,31 @@ def _environment(values):
 
 
 @contextlib.contextmanager
-def _sigint_blocked():
-    """Block SIGINT in this thread for the duration of the block (POSIX); a Ctrl-C then arrives after it."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _sigint_deferred():
+    """Hold back Ctrl-C for the duration of the block: it takes effect at the end of it (POSIX).
+
+    Two things, for two audiences. SIGINT is blocked in this thread, and a process started inside the block
+    inherits that mask, so a Ctrl-C reaching a new worker before it can ignore it stays pending. And the
+    Python handler is swapped for one that only takes note: blocking in one thread is not enough for this
+    process, since the kernel hands a process-wide SIGINT to any thread that does not block it (BLAS runs
+    threads of its own), and Python then raises KeyboardInterrupt in the main thread all the same, say
+    between starting a worker and writing it its instructions. The noted Ctrl-C is raised again after."""
+    noted, previous = [], signal.getsignal(signal.SIGINT)
+    swap = previous is not None and threading.current_thread() is threading.main_thread()
+    if swap:                  # (None: a handler set outside Python, left alone; other threads get no Ctrl-C)
+        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    masking = hasattr(signal, "pthread_sigmask")
+    if masking:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if masking:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if swap:
+            signal.signal(signal.SIGINT, previous)
+            if noted:
+                signal.raise_signal(signal.SIGINT)          # now handled as it would have been
 
 
 def _layout(params):
@@ -314,7 +330,7 @@ class ModelPool:
         self.shapes, self.offsets, P = _layout(self.params)
         self._closed = True                                 # until the segment exists
         size = max(1, (1 + self.workers) * P * self.dtype.itemsize)     # the weights, then a gradient per worker
-        with _sigint_blocked():        # a Ctrl-C inside SharedMemory() would leave the segment it just made
+        with _sigint_deferred():        # a Ctrl-C inside SharedMemory() would leave the segment it just made
             self._shm = shared_memory.SharedMemory(create=True, size=size)
             self.shm_name = self._shm.name
             self._processes, self._connections, self._views = [], [], []
@@ -337,7 +353,7 @@ class ModelPool:
         context = multiprocessing.get_context("spawn")
         # copied into each child as it starts: the environment, and SIGINT blocked, so that a Ctrl-C while a
         # worker is still importing stays pending until it ignores it (as multiprocessing's resource tracker)
-        with _environment(BLAS_THREADS_ENV), _sigint_blocked():
+        with _environment(BLAS_THREADS_ENV), _sigint_deferred():
             for rank in range(self.workers):
                 parent_end, child_end = context.Pipe()
                 proc = context.Process(
