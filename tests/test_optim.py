@@ -215,3 +215,59 @@ def test_warmup_decay_shape(decay):
     assert f[total] == pytest.approx(floor) and f[-1] == pytest.approx(floor)
     if decay == "cosine":  # flat at both ends (slope 0), unlike linear
         assert f[warmup] - f[warmup + 1] < f[warmup + 40] - f[warmup + 41]
+
+
+# ----------------------------------------------------------------------------- the weights' moving average
+def test_ema_follows_its_formula_with_the_warmed_up_decay():
+    """shadow_n = d_n shadow_{n-1} + (1 - d_n) p_n with d_n = min(decay, (1 + n) / (10 + n)), from shadow_0 = the
+    weights at the start: written out here for random weight sequences, float64."""
+    rng = np.random.default_rng(3)
+    params = [nn.Parameter(rng.standard_normal(s)) for s in [(3, 2), (5,)]]
+    reference = [p.data.copy() for p in params]
+    ema = optim.ExponentialMovingAverage(params, decay=0.9)
+    for n in range(1, 40):
+        for p in params:
+            p.data[...] = rng.standard_normal(p.shape)
+        ema.update()
+        d = min(0.9, (1 + n) / (10 + n))
+        reference = [d * r + (1 - d) * p.data for r, p in zip(reference, params)]
+    for s, r in zip(ema.shadow, reference):
+        np.testing.assert_allclose(s, r, rtol=1e-12)
+
+
+def test_ema_average_parameters_swaps_in_the_average_and_back_even_on_error():
+    rng = np.random.default_rng(4)
+    params = [nn.Parameter(rng.standard_normal((2, 3)).astype(np.float32))]
+    ema = optim.ExponentialMovingAverage(params, decay=0.5)
+    array, trained = params[0].data, params[0].data.copy()
+    ema.shadow[0][...] = 7.0
+    with pytest.raises(RuntimeError):
+        with ema.average_parameters():
+            assert np.all(params[0].data == 7.0) and params[0].data is array      # in place: views stay views
+            raise RuntimeError("inside")
+    assert np.array_equal(params[0].data, trained) and params[0].data is array
+
+
+def test_ema_state_dict_round_trip_continues_bit_for_bit(tmp_path):
+    rng = np.random.default_rng(5)
+    a = [nn.Parameter(rng.standard_normal((4, 3)).astype(np.float32))]
+    b = [nn.Parameter(a[0].data.copy())]
+    ema_a = optim.ExponentialMovingAverage(a, decay=0.99)
+    for _ in range(3):
+        a[0].data += rng.standard_normal((4, 3)).astype(np.float32)
+        ema_a.update()
+    np.savez(tmp_path / "ema.npz", **ema_a.state_dict())
+    b[0].data[...] = a[0].data
+    ema_b = optim.ExponentialMovingAverage(b, decay=0.5)                 # fresh: another decay, count 0 ...
+    with np.load(tmp_path / "ema.npz") as state:
+        ema_b.load_state_dict(dict(state))                                # ... until loaded
+    assert ema_b.num_updates == 3 and ema_b.decay == 0.99
+    for _ in range(3):
+        step = rng.standard_normal((4, 3)).astype(np.float32)
+        a[0].data += step
+        b[0].data += step
+        ema_a.update()
+        ema_b.update()
+    assert np.array_equal(ema_a.shadow[0], ema_b.shadow[0]) and ema_b.shadow[0].dtype == np.float32
+    with pytest.raises(ValueError, match="decay must be in"):
+        optim.ExponentialMovingAverage(a, decay=1.0)

@@ -1,4 +1,5 @@
 """Optimizers (as torch.optim): PyTorch's update rules and defaults, updating weights in place."""
+import contextlib
 import math
 
 import numpy as np
@@ -100,6 +101,65 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class ExponentialMovingAverage:
+    """A running average of the weights along training (Polyak averaging), the weights to evaluate and sample
+    with; MDLM (Sahoo et al. 2024) keeps one at decay 0.9999, with this API (as the torch_ema package):
+        shadow <- d * shadow + (1 - d) * p     after every optimizer step, d = min(decay, (1 + n) / (10 + n)),
+    n = the updates so far: the short memory at first keeps the average from remembering the random start.
+    Why it helps: late in training the weights jitter around a minimum with the step noise; their average sits
+    nearer its middle. update() after opt.step(); `with ema.average_parameters():` evaluates with the averages
+    and puts the trained weights back after (store / copy_to / restore do it by hand)."""
+
+    def __init__(self, params, decay=0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ExponentialMovingAverage: decay must be in [0, 1), got {decay}")
+        self.params, self.decay, self.num_updates = list(params), decay, 0
+        self.shadow = [p.data.copy() for p in self.params]
+        self.stored = None
+
+    def update(self):
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for s, p in zip(self.shadow, self.params):
+            s *= d
+            s += (1 - d) * p.data                          # in place: the shadow keeps its dtype and memory
+
+    def copy_to(self):
+        """Write the averages into the parameters (in place, so views such as shared memory stay views)."""
+        for s, p in zip(self.shadow, self.params):
+            p.data[...] = s
+
+    def store(self):
+        self.stored = [p.data.copy() for p in self.params]
+
+    def restore(self):
+        for s, p in zip(self.stored, self.params):
+            p.data[...] = s
+        self.stored = None
+
+    @contextlib.contextmanager
+    def average_parameters(self):
+        """The averaged weights inside the block, the trained ones again after it (however it is left)."""
+        self.store()
+        self.copy_to()
+        try:
+            yield
+        finally:
+            self.restore()
+
+    def state_dict(self):
+        """Plain arrays (an .npz holds them): 'decay', 'num_updates', 'shadow.<i>'."""
+        return {"decay": np.array(self.decay), "num_updates": np.array(self.num_updates),
+                **{f"shadow.{i}": s.copy() for i, s in enumerate(self.shadow)}}
+
+    def load_state_dict(self, state):
+        shadow = [np.array(state[f"shadow.{i}"], dtype=p.dtype) for i, p in enumerate(self.params)]
+        for s, p in zip(shadow, self.params):
+            if s.shape != p.shape:
+                raise ValueError(f"ExponentialMovingAverage: shape {s.shape} for a parameter of shape {p.shape}")
+        self.decay, self.num_updates, self.shadow = float(state["decay"]), int(state["num_updates"]), shadow
 
 
 def clip_grad_norm_(params, max_norm):
