@@ -1,4 +1,5 @@
-"""Checkpoints as .npz (no pickle): weights, optimizer state, step, config (JSON) and RNG states.
+"""Checkpoints as .npz (no pickle): weights, optimizer state (and the weights' moving average's, when training
+keeps one), step, config (JSON) and RNG states.
 
 Written atomically: to a temporary file in the same folder, then renamed over the target, so a crash while
 saving leaves the previous checkpoint intact. The file gets the permissions the user's umask gives a new file.
@@ -44,11 +45,13 @@ def _umask():
     return mask
 
 
-def save(path, model, optimizer=None, step=0, extra=None):
-    """Write model weights (+ optimizer state, step, JSON-able `extra`) to `path` atomically."""
+def save(path, model, optimizer=None, step=0, extra=None, ema=None):
+    """Write model weights (+ optimizer state, step, JSON-able `extra`, the state of `ema`, an
+    optim.ExponentialMovingAverage) to `path` atomically."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    if optimizer is not None:
-        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    for section, state in (("optim", optimizer), ("ema", ema)):
+        if state is not None:
+            arrays.update({f"{section}/{k}": v for k, v in state.state_dict().items()})
     meta = dict(config=model.config, step=int(step), extra=extra or {})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
@@ -86,8 +89,9 @@ def describe(meta):
 
 
 def load(path):
-    """Read a checkpoint: returns (model, meta, optimizer_state dict). Raises CheckpointError, never a raw
-    NumPy/zip traceback, for a missing, truncated, corrupt or mismatching file."""
+    """Read a checkpoint: returns (model, meta, training) where training = dict(optimizer=its state dict,
+    ema=the moving average's), each {} when the file has none. Raises CheckpointError, never a raw NumPy/zip
+    traceback, for a missing, truncated, corrupt or mismatching file."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint")
     if not zipfile.is_zipfile(path):
@@ -103,22 +107,22 @@ def load(path):
         model = build_model(config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the model from its config {config}: {e}") from None
-    weights = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    weights, optim_state = _without_key_bias(weights, model, optim_state={
-        k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+    weights, optimizer, ema = ({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(section)}
+                               for section in ("model/", "optim/", "ema/"))
+    weights, training = _without_key_bias(weights, model, dict(optimizer=optimizer, ema=ema))
     try:
         model.load_state_dict(weights)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
-    return model, meta, optim_state
+    return model, meta, training
 
 
-def _without_key_bias(weights, model, optim_state):
+def _without_key_bias(weights, model, training):
     """A checkpoint written before attention's key projection lost its bias (tinygrad_lite.nn.
     MultiHeadSelfAttention says why) still loads: that bias never changed an output, so dropping it keeps the
-    model's predictions. Its optimizer state is indexed by the old parameter list, so it is dropped too: such a
-    checkpoint samples and evaluates but cannot be resumed. Returns (weights, optimizer state)."""
+    model's predictions. Its training state is indexed by the old parameter list, so it is dropped too: such a
+    checkpoint samples and evaluates but cannot be resumed. Returns (weights, training state)."""
     old = [k for k in weights if k.endswith("attn.key.bias") and k not in dict(model.named_parameters())]
     if not old:
-        return weights, optim_state
-    return {k: v for k, v in weights.items() if k not in old}, {}
+        return weights, training
+    return {k: v for k, v in weights.items() if k not in old}, dict(optimizer={}, ema={})

@@ -164,6 +164,12 @@ def trainer_parser(description, **defaults):
                    help="score the validation split every N steps, keep the best weights (0: off)")
     p.add_argument("--patience", type=whole_number, default=d["patience"],
                    help="with --eval-every: stop after N validations without improvement (0: never stop early)")
+    p.add_argument("--ema", type=fraction, default=d["ema"],
+                   help="decay of a moving average of the weights (e.g. 0.999): validated, kept and saved (0: off)")
+    if "dim" in d:
+        p.add_argument("--dim", type=positive_int, default=d["dim"], help="the Transformer's width")
+        p.add_argument("--layers", type=positive_int, default=d["layers"], help="the Transformer's blocks")
+        p.add_argument("--heads", type=positive_int, default=d["heads"], help="attention heads (they divide --dim)")
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
                        help="dropout rate in the Transformer blocks")
@@ -291,16 +297,16 @@ def save_or_rescue(path, write):
 
 # ----------------------------------------------------------------------------- checkpoints: their kind and data
 def load_checkpoint(path, kinds=None, use=""):
-    """checkpoint.load(path): (model, meta, optimizer_state), or one line on stderr and exit 2. kinds: the model
+    """checkpoint.load(path): (model, meta, training state), or one line on stderr and exit 2. kinds: the model
     kinds the caller can use (None: any); `use` says what for, in the message."""
     try:
-        model, meta, optimizer_state = checkpoint.load(path)
+        model, meta, training = checkpoint.load(path)
     except checkpoint.CheckpointError as e:
         fail(str(e))
     if kinds is not None and model.config["kind"] not in kinds:
         fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs "
              f"{' or '.join(checkpoint.NAMES[k] for k in kinds)}")
-    return model, meta, optimizer_state
+    return model, meta, training
 
 
 def _same_contents(path, sha256):
@@ -333,6 +339,28 @@ def recorded_names(path, meta, names=None):
     what = "has changed since" if os.path.exists(data["names"]) else "is gone"
     fail(f"{data['names']}, the names file {path} was trained on, {what}; pass --names FILE to evaluate on "
          f"another file")
+
+
+def _seed(meta):
+    return meta["extra"].get("train", {}).get("seed")
+
+
+def check_judge(judge_path, judge_meta, path, meta):
+    """A judge (an AR model scoring samples, scripts/judge.py) for the model in checkpoint `path`: one line, exit 2,
+    for a judge that is the model it would judge or an AR model started from the same seed,
+    or for a model of other names or another L."""
+    if os.path.realpath(path) == os.path.realpath(judge_path):
+        fail(f"{path} is the judge itself: a model scoring its own samples measures its entropy, not their "
+             f"quality; train a judge with another seed (python scripts/train_ar.py --seed 1 --out runs/judge.npz)")
+    if meta["config"]["kind"] in checkpoint.AR and _seed(meta) == _seed(judge_meta):
+        fail(f"{path} is an AR model trained with the judge's seed {_seed(meta)} (the same initial weights and "
+             f"batches): an independent judge needs another --seed")
+    data, judge_data = meta["extra"].get("data"), judge_meta["extra"].get("data")
+    if data and judge_data and data["sha256"] != judge_data["sha256"]:
+        fail(f"{path} was trained on {data['names']}, the judge on {judge_data['names']}: judge models of "
+             f"the same names")
+    if meta["config"]["L"] != judge_meta["config"]["L"]:
+        fail(f"{path} has L={meta['config']['L']}, the judge L={judge_meta['config']['L']}; they must match")
 
 
 def load_data(args, L=None):
@@ -369,9 +397,10 @@ def report_samples(model, data, args, temperatures=SWEEP, show=20, ar_model=None
 
 
 def _resume(args, kind):
-    """Model, TrainConfig, start step and optimizer state from the checkpoint of an interrupted run of this
-    trainer's `kind`; sets args.names and args.L to the run's own data (another --names or --L: exit 2)."""
-    model, meta, optimizer_state = load_checkpoint(args.resume)
+    """Model, TrainConfig, start step and training state (checkpoint.load's) from the checkpoint of an
+    interrupted run of this trainer's `kind`; sets args.names and args.L to the run's own data (another --names
+    or --L: exit 2)."""
+    model, meta, training = load_checkpoint(args.resume)
     if model.config["kind"] != kind:
         other = TRAINERS.get(model.config["kind"], "its own trainer")
         fail(f"{args.resume} holds {checkpoint.describe(meta)}; this script trains {checkpoint.NAMES[kind]} "
@@ -379,7 +408,7 @@ def _resume(args, kind):
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:
         fail(f"{args.resume}: this checkpoint has no training state to resume from")
-    if not optimizer_state:
+    if not training["optimizer"]:
         fail(f"{args.resume}: this checkpoint has no optimizer state to resume from (one written before attention's "
              f"key projection lost its bias still samples and evaluates, but cannot be resumed)")
     if meta["step"] >= saved["steps"]:
@@ -395,7 +424,7 @@ def _resume(args, kind):
     args.L = model.L
     tl.random.set_state(meta["extra"]["engine_rng"])
     print(f"resuming {args.resume} at step {meta['step']} of {saved['steps']}")
-    return model, TrainConfig(**saved), meta["step"], optimizer_state
+    return model, TrainConfig(**saved), meta["step"], training
 
 
 def check_length(data):
@@ -409,9 +438,9 @@ def check_length(data):
 
 def prepare(args, make_model, kind):
     """Data, then the model and its TrainConfig: fresh (seeded) or resumed from --resume (same kind only), with
-    the outputs checked before any training. Returns (data, model, cfg, start_step, optimizer_state)."""
+    the outputs checked before any training. Returns (data, model, cfg, start_step, training state)."""
     if args.resume:
-        model, cfg, start_step, optimizer_state = _resume(args, kind)
+        model, cfg, start_step, training = _resume(args, kind)
         args.out = args.out or args.resume                           # resume continues in place
     else:
         args.names, args.L, args.out = args.names or DEFAULT_NAMES, args.L or DEFAULT_L, args.out or args.default_out
@@ -422,9 +451,12 @@ def prepare(args, make_model, kind):
     check_length(data)
     if not args.resume:
         tl.manual_seed(args.seed)
-        model = make_model(args)
+        try:
+            model = make_model(args)
+        except ValueError as e:                                     # e.g. --dim not divisible by --heads
+            fail(str(e))
         cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
-        start_step, optimizer_state = 0, None
+        start_step, training = 0, {}
     if cfg.batch_size > len(data.train):
         fail(f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training names")
     args.workers = workers(args.workers, cfg.batch_size)
@@ -432,30 +464,32 @@ def prepare(args, make_model, kind):
         fail("objective exact_k needs a denoiser without time input; use --objective nelbo with --time-input")
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters; "
           f"{args.workers} process{'es' if args.workers > 1 else ''} per step")
-    return data, model, cfg, start_step, optimizer_state
+    return data, model, cfg, start_step, training
 
 
 
-def fit(args, model, cfg, data, objective, start_step=0, optimizer_state=None, validate=None, metric="nelbo"):
+def fit(args, model, cfg, data, objective, start_step=0, training=None, validate=None, metric="nelbo"):
     """Train with periodic/interrupt saves to args.out, on args.workers processes. Ctrl-C: save, print how to
     resume, exit 130; a non-finite loss or a worker process that died or raised: one line, exit 1 (the last
     checkpoint stays). validate(model) -> validation nats/char enables early stopping when
-    cfg.eval_every > 0 (the model ends with its best weights). Returns (train result, save) where
-    save(step, optimizer, **figures) writes the checkpoint again with extra figures (to a printed fallback
+    cfg.eval_every > 0 (the model ends with its best weights). training: checkpoint.load's training state to
+    resume from, or None. Returns (train result, save) where save(step, optimizer, ema, **figures) writes the checkpoint again with extra figures (to a printed fallback
     file if args.out cannot be written after all, which then becomes args.out)."""
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
 
-    def save(step, optimizer, **figures):
+    def save(step, optimizer, ema, **figures):
         extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **figures)
-        args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra=extra))
+        args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra, ema))
+    training = training or {}
     args.workers = workers(args.workers, cfg.batch_size)          # compare.py reaches here without prepare()
     same_workers = "" if args.workers == workers(None, cfg.batch_size) else f" --workers {args.workers}"
     try:
         with worker_errors(args.out):
-            result = train(model, data.train, cfg, objective, start_step=start_step, optimizer_state=optimizer_state,
-                           save=save, save_every=args.save_every, metric=metric, validate=validate,
-                           workers=args.workers, worker_init=keep_freed_memory)
+            result = train(model, data.train, cfg, objective, start_step=start_step,
+                           optimizer_state=training.get("optimizer"), ema_state=training.get("ema"), save=save,
+                           save_every=args.save_every, metric=metric, validate=validate, workers=args.workers,
+                           worker_init=keep_freed_memory)
     except TrainingStopped as e:
         if not e.interrupted:
             print(f"error: {e}", file=sys.stderr)
@@ -464,7 +498,7 @@ def fit(args, model, cfg, data, objective, start_step=0, optimizer_state=None, v
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}"
               f"{same_workers}", file=sys.stderr)
         sys.exit(130)
-    save(result["last_step"], result["optimizer"])     # the weights kept (the best, with validation), before testing
+    save(result["last_step"], result["optimizer"], result["ema"])     # the weights kept (the best, with validation), before testing
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:
         print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "
@@ -490,12 +524,12 @@ def objective(model, cfg, data):
     return Objective(noise, masked_loss), validate, "nelbo"
 
 
-def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, orders=()):
+def train_and_test(args, data, model, cfg, start_step=0, training=None, orders=()):
     """Train either kind of model (fit), score the test split (evaluation.likelihood_figures: the AR NLL, or the
     NELBO and the fixed-`orders` likelihoods of a denoiser), save the checkpoint with the figures and the
     validation curve. Returns dict(result, likelihood, unigram, test)."""
     loss, validate, metric = objective(model, cfg, data)
-    result, save = fit(args, model, cfg, data, loss, start_step, optimizer_state, validate, metric)
+    result, save = fit(args, model, cfg, data, loss, start_step, training, validate, metric)
     with worker_errors(args.out), model_pool(model, args.workers, rows=len(data.test)) as pool:
         figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
                                      orders=orders, pool=pool)
@@ -504,7 +538,7 @@ def train_and_test(args, data, model, cfg, start_step=0, optimizer_state=None, o
     main = figures.get("nll") or figures["nelbo"]
     test = dict(nll=main["nll"], se=main["se"]) if "nll" in figures else \
         dict(nelbo=main["nll"], se=main["se"], repeats=main["repeats"], method=main["method"])
-    save(result["last_step"], result["optimizer"], test=test, likelihood=figures,
+    save(result["last_step"], result["optimizer"], result["ema"], test=test, likelihood=figures,
          validation=result["validation"], best_step=result["best_step"])
     print(f"saved {args.out}")
     return dict(result=result, likelihood=figures, unigram=unigram, test=test)
@@ -532,9 +566,9 @@ def run(description, make_model, kind, **defaults):
     """The whole main job for one model (a denoiser or the AR baseline of model kind `kind`). make_model(args)
     builds it. Returns (model, data, args)."""
     args = trainer_parser(description, **defaults).parse_args()
-    data, model, cfg, start_step, optimizer_state = prepare(args, make_model, kind)
+    data, model, cfg, start_step, training = prepare(args, make_model, kind)
     try:
-        trained = train_and_test(args, data, model, cfg, start_step, optimizer_state)
+        trained = train_and_test(args, data, model, cfg, start_step, training)
         with worker_errors(args.out), model_pool(model, args.workers, rows=args.num_samples) as pool:
             sweep = report_samples(model, data, args, ar_model=model if is_autoregressive(model) else None,
                                    pool=pool)

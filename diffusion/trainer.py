@@ -9,12 +9,17 @@ scored on held-out rows; the best weights so far are kept in memory, training st
 evaluations without improvement (0: never stops early), and the model ends with the best weights. The best
 weights are not in mid-run checkpoints, so a resumed run tracks the best again from the resume step.
 
+Weight averaging (optional, cfg.ema > 0): tinygrad_lite.optim.ExponentialMovingAverage follows the weights
+after every step; validation scores the average, and the model ends with it (or with the best validated
+average). Mid-run checkpoints hold the trained weights and the average's state, so a resumed run continues both.
+
 All cores (workers > 1): the step's gradient comes from tinygrad_lite.parallel.DistributedDataParallel, each
 worker process taking a contiguous shard of the batch. The parent still draws the batch and the noise, so the
 run follows the same stream for any number of workers; only the rounding of the gradient's sum differs (about
 1e-7 relative), and with dropout the masks (drawn per worker). A checkpoint resumes with any N (its engine
 generator's state differs with N: the data-parallel step draws the workers' dropout seed from it).
 """
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -44,6 +49,7 @@ class TrainConfig:
     log_every: int = 100
     eval_every: int = 0          # validate every N steps (0: never); needs train(..., validate=...)
     patience: int = 0            # stop after this many validations without improvement (0: never stop early)
+    ema: float = 0.0             # decay of the weights' moving average (0: none), the weights validated and kept
 
 
 @dataclass(frozen=True)
@@ -173,17 +179,18 @@ def optimizer_step(model, params, opt, objective, grads, x0, rng, grad_clip, ste
 
 
 def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_state=None, save=None,
-          save_every=0, metric="nelbo", validate=None, workers=1, worker_init=None):
+          save_every=0, metric="nelbo", validate=None, workers=1, worker_init=None, ema_state=None):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
     objective: an Objective whose figure (nats/char) is logged as `metric`, e.g. the diffusion loss (cli.objective
     builds it from cfg.objective and cfg.schedule) or the AR model's next-token NLL.
     workers: processes computing each step's gradient (1: this one; see `gradients`); worker_init as there.
-    save(step, optimizer) is called every save_every steps, at the end, and before stopping on Ctrl-C.
+    save(step, optimizer, ema) is called every save_every steps, at the end, and before stopping on Ctrl-C (ema:
+    the ExponentialMovingAverage with cfg.ema, else None; ema_state: its state_dict to resume from).
     validate(model) -> held-out figure in nats/char (lower is better), called every cfg.eval_every steps (in
     eval mode) when both are set: keeps the best weights, stops early after cfg.patience bad validations, and
     leaves the model with the best weights.
-    Returns dict(history, seconds, optimizer, validation, best_step, best_validation, stopped_early,
+    Returns dict(history, seconds, optimizer, ema, validation, best_step, best_validation, stopped_early,
     last_step); history holds (step, mean training figure nats/char since the previous log line), validation
     (step, figure). Raises TrainingStopped on Ctrl-C (after saving) or on a non-finite loss/gradient
     (without saving: the last good checkpoint stays); a worker that dies or raises raises
@@ -196,6 +203,9 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
     opt = optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
+    ema = optim.ExponentialMovingAverage(params, cfg.ema) if cfg.ema else None
+    if ema and ema_state:
+        ema.load_state_dict(ema_state)
     model.train()
     history, window, start = [], [], time.perf_counter()
     tracker = _BestWeights(cfg.patience) if validate is not None and cfg.eval_every else None
@@ -206,6 +216,8 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
             opt.lr = cfg.lr * optim.warmup_decay(step - 1, cfg.steps, cfg.warmup, "cosine", cfg.min_lr_ratio)
             x0 = x_train[batch_indices(len(x_train), cfg.batch_size, cfg.seed, step)]
             window.append(optimizer_step(model, params, opt, objective, grads, x0, rng, cfg.grad_clip, step))
+            if ema:
+                ema.update()
             if step % cfg.log_every == 0 or step == cfg.steps:
                 done = step - start_step
                 elapsed = time.perf_counter() - start
@@ -214,15 +226,18 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
                     f"{done / elapsed:5.1f} steps/s  ETA {elapsed / done * (cfg.steps - step):5.0f}s")
                 window = []
             if tracker and (step % cfg.eval_every == 0 or step == cfg.steps):
-                stopped_early = tracker.validate(step, model, validate, cfg, metric, log)
+                with ema.average_parameters() if ema else contextlib.nullcontext():
+                    stopped_early = tracker.validate(step, model, validate, cfg, metric, log)
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
-                save(step, opt)
+                save(step, opt, ema)
             if ctrl_c.pressed and step < cfg.steps:
                 raise TrainingStopped(f"interrupted at step {step}", step, True)
             if stopped_early:
                 break
     model.eval()
-    result = dict(history=history, seconds=time.perf_counter() - start, optimizer=opt, validation=[],
+    if ema:
+        ema.copy_to()                              # the average is the model (or, below, its best validated state)
+    result = dict(history=history, seconds=time.perf_counter() - start, optimizer=opt, ema=ema, validation=[],
                   best_step=None, best_validation=None, stopped_early=stopped_early,
                   last_step=step)
     if tracker and tracker.weights is not None:

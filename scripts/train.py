@@ -16,11 +16,13 @@ from diffusion.models import TransformerDenoiser  # noqa: E402
 
 
 def make_model(args):
-    return TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout, time_input=args.time_input)
+    return TransformerDenoiser(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads, dropout=args.dropout,
+                               time_input=args.time_input)
 
 
 if __name__ == "__main__":
     # objective exact_k: the NELBO through its exact identity (no time input needed), measured to train faster
     # than sampling t (README, "Training objectives").
     script_main(lambda: run(__doc__.splitlines()[0], make_model, "transformer", steps=3000, batch_size=64, lr=2e-3,
-                            objective="exact_k", dropout=0.0, time_input=False, out="runs/transformer.npz"))
+                            objective="exact_k", dim=64, layers=4, heads=4, dropout=0.0, time_input=False,
+                            out="runs/transformer.npz"))

@@ -17,9 +17,9 @@ from diffusion.cli import run, script_main  # noqa: E402
 
 
 def make_model(args):
-    return ARTransformer(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout)
+    return ARTransformer(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads, dropout=args.dropout)
 
 
 if __name__ == "__main__":
     script_main(lambda: run(__doc__.splitlines()[0], make_model, "ar_transformer", steps=3000, batch_size=64,
-                            lr=2e-3, dropout=0.0, out="runs/ar.npz"))
+                            lr=2e-3, dim=64, layers=4, heads=4, dropout=0.0, out="runs/ar.npz"))

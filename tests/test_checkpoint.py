@@ -20,10 +20,17 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     tl.manual_seed(0)
     model = TransformerDenoiser(L=8, dim=16, layers=1, heads=2)
     opt = tl.optim.AdamW(model.parameters())
+    ema = tl.optim.ExponentialMovingAverage(model.parameters(), decay=0.9)
+    ema.shadow[0] += 1.0                                      # the average differs from the weights
     path = str(tmp_path / "m.npz")
-    checkpoint.save(path, model, opt, step=7, extra=dict(note="x"))
-    loaded, meta, opt_state = checkpoint.load(path)
+    checkpoint.save(path, model, opt, step=7, extra=dict(note="x"), ema=ema)
+    loaded, meta, training = checkpoint.load(path)
     assert meta["step"] == 7 and meta["extra"]["note"] == "x" and loaded.config == model.config
+    assert sorted(training["optimizer"]) == sorted(opt.state_dict())
+    assert all(np.array_equal(v, training["ema"][k]) for k, v in ema.state_dict().items())
+    checkpoint.save(path, model)                              # weights only: an empty training state
+    assert checkpoint.load(path)[2] == dict(optimizer={}, ema={})
+    checkpoint.save(path, model, opt, step=7, extra=dict(note="x"))
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert np.array_equal(a, b) and a.dtype == b.dtype, name
     # corrupt, truncated, and wrong-architecture checkpoints give CheckpointError with a reason
@@ -81,8 +88,8 @@ def test_a_checkpoint_from_before_the_key_bias_was_dropped_loads_and_predicts_th
     path = str(tmp_path / "old.npz")
     checkpoint.save(path, old, tl.optim.AdamW(old.parameters()), step=3,
                     extra=dict(train=dict(steps=10), engine_rng=tl.random.get_state()))
-    loaded, meta, opt_state = checkpoint.load(path)
-    assert "blocks.0.attn.key.bias" not in loaded.state_dict() and opt_state == {}
+    loaded, meta, training = checkpoint.load(path)
+    assert "blocks.0.attn.key.bias" not in loaded.state_dict() and training == dict(optimizer={}, ema={})
     with tl.no_grad():
         np.testing.assert_allclose(loaded(x).data, with_bias, rtol=0, atol=1e-5)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--resume", path],

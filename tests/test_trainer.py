@@ -33,7 +33,7 @@ def test_non_finite_loss_stops_naming_the_step():
     objective = Objective(lambda model, x0, rng: ((x0,), {}), loss)
     with pytest.raises(TrainingStopped, match="step 3: .*not finite") as e:
         train(model, x, TrainConfig(steps=10, batch_size=2, log_every=100), objective, log=lambda s: None,
-              save=lambda step, opt: saved.append(step), save_every=1)
+              save=lambda step, opt, ema: saved.append(step), save_every=1)
     assert saved == [1, 2] and not e.value.interrupted              # the last good checkpoint is step 2
 
 
@@ -54,6 +54,52 @@ def test_training_lowers_the_loss_and_early_stopping_keeps_the_best_weights():
         np.testing.assert_array_equal(value, seen[2][name])
     first, last = result["history"][0][1], result["history"][-1][1]
     assert last < first
+
+
+def test_the_weights_average_is_validated_kept_and_resumed_without_touching_training():
+    """cfg.ema: the model ends with the moving average of the weights after each step (written out here from
+    the weights save() sees); validation scores that average and leaves training as it was (the same final
+    average with and without validating); and a run stopped at step 10 and resumed from its saved state (weights,
+    optimizer and average) ends bit for bit as the uninterrupted one."""
+    x = encode(NAMES, 8)
+    cfg = TrainConfig(steps=20, batch_size=12, lr=3e-3, warmup=5, log_every=10, ema=0.8)
+    objective = Objective(ar_prepare, next_token_loss)
+
+    def run(cfg, validate=None, model=None, **kw):
+        model = model or tiny_ar(L=8)
+        trained = []
+        result = train(model, x, cfg, objective, log=lambda *_: None, metric="nll", validate=validate,
+                       save=lambda step, opt, ema: trained.append((model.state_dict(), opt.state_dict(),
+                                                                   ema.state_dict())), save_every=1, **kw)
+        return model, trained, result
+
+    tl.manual_seed(0)
+    start = tiny_ar(L=8).state_dict()
+    tl.manual_seed(0)
+    model, trained, _ = run(cfg)
+    average = {k: v.astype(np.float64) for k, v in start.items()}
+    for n, (weights, _, _) in enumerate(trained, 1):
+        d = min(0.8, (1 + n) / (10 + n))
+        average = {k: d * average[k] + (1 - d) * weights[k] for k in average}
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value, average[name], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(value, trained[-1][0][name])             # the average, not the last weights
+
+    seen = []
+    tl.manual_seed(0)
+    validated, _, result = run(TrainConfig(**{**cfg.__dict__, "eval_every": 5}),
+                               validate=lambda m: seen.append(m.state_dict()) or 1.0 / (1 + len(seen)))
+    assert result["best_step"] == 20 and len(seen) == 4
+    for name, value in validated.state_dict().items():
+        np.testing.assert_array_equal(value, model.state_dict()[name])  # validating changed nothing
+        np.testing.assert_array_equal(value, seen[-1][name])            # and it saw the average
+
+    weights, optimizer, ema = trained[9]                                # saved after step 10
+    resumed = tiny_ar(L=8)
+    resumed.load_state_dict(weights)
+    resumed, _, _ = run(cfg, model=resumed, start_step=10, optimizer_state=optimizer, ema_state=ema)
+    for name, value in resumed.state_dict().items():
+        np.testing.assert_array_equal(value, model.state_dict()[name])
 
 
 # ---------------------------------------------------------------------- end to end: scripts/train_minimal.py
@@ -129,7 +175,7 @@ def train_default(workers, steps=20, dropout=0.0, resume_at=None):
     objective = cli.objective(model, cfg, data)[0]
     logged, saved = [], {}
 
-    def save(step, opt):
+    def save(step, opt, ema):
         saved.update(weights=model.state_dict(), optimizer=opt.state_dict(), engine=tl.random.get_state())
     run = dict(log=logged.append, workers=workers)
     if resume_at is None:
