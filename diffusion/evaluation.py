@@ -37,7 +37,7 @@ from .autoregressive import ARSamples, is_autoregressive, row_nll, sample_ar
 from .chunks import chunk_bounds, run
 from .data import MASK, PAD, chars_per_name, decode
 from .likelihood import nelbo
-from .metrics import sample_report
+from .metrics import generative_nll, sample_report
 from .predict import predict_logits
 from .sampler import Samples, length_probs, sample
 from .schedule import CosineSchedule
@@ -199,6 +199,17 @@ def sample_chunked(model, num, seed=0, pool=None, **options):
     return (ARSamples if autoregressive else Samples).join(parts)
 
 
+def own_nll(model, tokens, pool=None):
+    """nats/char of rows `tokens` (N, L) under the distribution the model's default sampler draws from at T = 1:
+    the AR model's own likelihood, or a denoiser's 'length_first' ordered likelihood (its default sampler at
+    S = L reveals one token a step and draws exactly that model: tests/test_sampler.py). For the model's own
+    samples this estimates the entropy H(q) of what it draws, a floor under their expected NLL under any
+    other model, an independent judge included (cross-entropy >= entropy, Gibbs' inequality)."""
+    nll = row_nll(model, tokens, pool) if is_autoregressive(model) else \
+        ordered_nll(model, tokens, "length_first", pool=pool)
+    return float(nll.sum() / chars_per_name(tokens).sum())
+
+
 def generate(model, num, temperature=1.0, steps=None, seed=0, pool=None):
     """Names from either model (sample_chunked). steps: the denoiser's unmasking steps (default L; ignored by
     the AR model). Returns dict(names, network_calls, seconds)."""
@@ -212,11 +223,15 @@ def generate(model, num, temperature=1.0, steps=None, seed=0, pool=None):
 
 def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, ar_model=None, pool=None):
     """Generate `num` names and score them: metrics.sample_report (novel, unique, length TV to test, bigram KL
-    to train, and the generative NLL under ar_model if given) + temperature, steps, network calls, samples/s
+    to train, and the generative NLL under ar_model if given; `own_nll` instead when ar_model is the model
+    itself) + temperature, steps, network calls, samples/s
     and the first 20 names. pool: a ModelPool of `model` to sample on, or None."""
     gen = generate(model, num, temperature, steps, seed, pool)
     test_names = [decode(r) for r in data.test]
-    quality = sample_report(gen["names"], data.train_names, test_names, ar_model)
+    own = ar_model is model                      # an AR model scoring its own samples is no judge of them:
+    quality = sample_report(gen["names"], data.train_names, test_names, None if own else ar_model)
+    if own:                                      # their NLL under it estimates its entropy (at T = 1)
+        quality["own_nll"] = generative_nll(model, gen["names"])
     return dict(temperature=temperature, steps=None if is_autoregressive(model) else (steps or model.L),
                 network_calls=gen["network_calls"], seconds=gen["seconds"],
                 samples_per_second=num / gen["seconds"], examples=gen["names"][:20], **quality)

@@ -73,4 +73,6 @@ def format_report(r):
         text += f"  bigram KL {r['bigram_kl']:.4f}"
     if "generative_nll" in r:
         text += f"  gen NLL {r['generative_nll']:.3f}"
+    if "own_nll" in r:
+        text += f"  own NLL {r['own_nll']:.3f}"
     return text

@@ -2,13 +2,15 @@
 diffusion's quality versus its number of sampling steps.
 
     python scripts/compare.py --json runs/compare.json           # trains both (3000 steps each), then compares
-    python scripts/compare.py --ar-checkpoint runs/ar.npz --diffusion-checkpoint runs/transformer.npz
+    python scripts/compare.py --ar-checkpoint runs/ar.npz --diffusion-checkpoint runs/transformer.npz \
+        --judge runs/judge.npz
 
-Both models: 4 Transformer layers, width 64, 4 heads, L=16 (causal for AR, bidirectional for diffusion); the
-same steps, batch, learning rate, weight decay, dropout and seed (the diffusion objective is --objective,
-default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
-kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix, default runs/compare). The samples
-of both are scored by the AR model (generative NLL).
+Both models: the same Transformer (--dim 64, --layers 4, --heads 4 by default), L=16 (causal for AR,
+bidirectional for diffusion); the same steps, batch, learning rate, weight decay, dropout and seed (the diffusion
+objective is --objective, default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
+kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix, default runs/compare). With
+--judge (an AR model trained with another seed, scripts/judge.py says why), the samples of both are scored by it
+(generative NLL); the compared AR model never scores them: its own samples would only measure its entropy.
 """
 import os
 import sys
@@ -18,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_L, check_free, check_json, check_length, fail, load_checkpoint, load_data,  # noqa: E402
+from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail, load_checkpoint, load_data,  # noqa: E402
                            model_pool, recorded_names, save_json, script_main, train_and_test, trainer_parser,
                            worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
@@ -29,18 +31,20 @@ from diffusion.trainer import TrainConfig  # noqa: E402
 
 TEMPERATURES = (0.8, 1.0)
 SAMPLING_STEPS = (1, 2, 4, 8, 16)
-KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=64, layers=4, heads=4,
+KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads,
                                                                dropout=args.dropout)),
          "diffusion": (checkpoint.DENOISERS,
-                       lambda args: TransformerDenoiser(L=args.L, dim=64, layers=4, heads=4, dropout=args.dropout))}
+                       lambda args: TransformerDenoiser(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads,
+                                                        dropout=args.dropout))}
 
 
 def parse_args():
     p = trainer_parser(__doc__.splitlines()[0], steps=3000, batch_size=64, lr=2e-3, objective="exact_k",
-                       dropout=0.0, eval_every=500, out="runs/compare")
+                       dim=64, layers=4, heads=4, dropout=0.0, eval_every=500, out="runs/compare")
     p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
     p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")
+    p.add_argument("--judge", default=None, help="an AR model trained with another seed, scoring the samples")
     args = p.parse_args()
     if args.num_samples == 0:
         fail("compare.py compares samples: --num-samples must be at least 1")
@@ -66,6 +70,26 @@ def load_given(args):
     for model, meta, path in given.values():
         names = recorded_names(path, meta, names)
     return given, names or DEFAULT_NAMES
+
+
+def load_judge(args, given, data):
+    """The --judge AR model (None without it), checked against every model it will score: never one of them, never
+    an AR model of its seed (one given, or the one trained here with --seed), the same names and L."""
+    if not args.judge:
+        return None
+    judge, judge_meta, _ = load_checkpoint(args.judge, checkpoint.AR, "--judge")
+    for _, meta, path in given.values():
+        check_judge(args.judge, judge_meta, path, meta)
+    if "AR" not in given and judge_meta["extra"].get("train", {}).get("seed") == args.seed:
+        fail(f"--judge {args.judge} was trained with seed {args.seed}, as the AR model trained here would be: an "
+             f"independent judge needs another seed")
+    recorded = judge_meta["extra"].get("data")
+    if recorded and recorded["sha256"] != data.record()["sha256"]:
+        fail(f"--judge {args.judge} was trained on {recorded['names']}, not on {args.names}: judge models of the "
+             f"same names")
+    if judge.L != data.L:
+        fail(f"--judge {args.judge} has L={judge.L}, the models L={data.L}; they must match")
+    return judge
 
 
 def get_model(kind, given, args, data):
@@ -94,11 +118,11 @@ def get_model(kind, given, args, data):
                        likelihood=trained["likelihood"])
 
 
-def qualities(model, data, args, ar, settings):
-    """sample_quality of `model` (scored by the AR model `ar`) at each (temperature, steps) of `settings`, on
-    --workers processes."""
+def qualities(model, data, args, judge, settings):
+    """sample_quality of `model` (scored by `judge`, an AR model, when not None) at each (temperature, steps) of
+    `settings`, on --workers processes."""
     with worker_errors(), model_pool(model, args.workers, rows=args.num_samples) as pool:
-        return [sample_quality(model, data, t, args.num_samples, s, args.seed, ar, pool) for t, s in settings]
+        return [sample_quality(model, data, t, args.num_samples, s, args.seed, judge, pool) for t, s in settings]
 
 
 def out_path(args, kind):
@@ -138,22 +162,23 @@ def main():
         check_json(args.json)
     data = load_data(args)
     check_length(data)
+    judge = load_judge(args, given, data)
     models, info = {}, {}
     for kind in ("AR", "diffusion"):
         models[kind], info[kind] = get_model(kind, given, args, data)
-    ar = models["AR"]
     print("\n== sampling", args.num_samples, "names per row")
-    quality = {kind: qualities(m, data, args, ar, [(t, None) for t in TEMPERATURES]) for kind, m in models.items()}
+    quality = {kind: qualities(m, data, args, judge, [(t, None) for t in TEMPERATURES]) for kind, m in models.items()}
     diffusion = models["diffusion"]
-    by_steps = {"diffusion": qualities(diffusion, data, args, ar, [(args.sweep_temperature, s) for s in SAMPLING_STEPS
-                                                                  if s <= diffusion.L])}
+    by_steps = {"diffusion": qualities(diffusion, data, args, judge, [(args.sweep_temperature, s) for s in
+                                                                     SAMPLING_STEPS if s <= diffusion.L])}
     by_steps["AR (reference)"] = [q for q in quality["AR"] if q["temperature"] == args.sweep_temperature]
 
     print("\n## Training\n")
     print(training_table(models, info))
     print("\n## Test likelihood (nats/char, letters + end token)\n")
     print(likelihood_table({k: v["likelihood"] for k, v in info.items()}))
-    print("\n## Samples (generative NLL: under the AR model)\n")
+    print(f"\n## Samples (gen NLL: under the judge, {args.judge})\n" if args.judge else
+          "\n## Samples (no --judge: no generative NLL)\n")
     print(samples_table(quality))
     print(f"\n## Diffusion quality versus sampling steps S (T={args.sweep_temperature:g})\n")
     print(samples_table(by_steps))

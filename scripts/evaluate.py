@@ -2,12 +2,14 @@
 
     python scripts/evaluate.py                            # runs/transformer.npz, on the names it was trained on
     python scripts/evaluate.py --checkpoint runs/ar.npz
-    python scripts/evaluate.py --checkpoint runs/transformer.npz --ar-checkpoint runs/ar.npz --temperature 0.8
+    python scripts/train_ar.py --seed 1 --num-samples 0 --out runs/judge.npz   # a judge for the samples (once)
+    python scripts/evaluate.py --checkpoint runs/transformer.npz --ar-checkpoint runs/judge.npz --temperature 0.8
 
 Likelihood in nats/char (letters + 1 end token): the exact NLL for the AR model; for a denoiser the NELBO and
 the exact NLL of two fixed decoding orders (left to right, most confident first). Samples: % novel, % unique,
-length TV to test, bigram KL to train, and their NLL under the AR model (--ar-checkpoint; an AR checkpoint
-scores its own samples). The test split is the one of the names file the checkpoint records; --names scores
+length TV to test, bigram KL to train, and their NLL under a judge (--ar-checkpoint: an AR model trained with
+another seed, scripts/judge.py says why; without one, an AR checkpoint gives its samples' own NLL, their
+entropy estimate). The test split is the one of the names file the checkpoint records; --names scores
 another file (said in one line).
 """
 import os
@@ -17,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, fail,  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge, fail,  # noqa: E402
                            load_checkpoint, load_data, model_pool, nonnegative_float, positive_float, positive_int,
                            recorded_names, save_json, script_main, worker_errors, workers)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
@@ -27,7 +29,7 @@ from diffusion.metrics import format_report  # noqa: E402
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="a .npz written by one of the trainers")
-    p.add_argument("--ar-checkpoint", default=None, help="AR model that scores the samples (generative NLL)")
+    p.add_argument("--ar-checkpoint", default=None, help="AR model that scores the samples (generative NLL): a judge, trained with another seed than the model")
     p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")
     p.add_argument("--num-samples", type=positive_int, default=1000)
     p.add_argument("--temperature", type=nonnegative_float, default=1.0, help="sampling temperature (0: greedy)")
@@ -41,8 +43,10 @@ def main():
     if args.json:
         check_json(args.json)
     model, meta, _ = load_checkpoint(args.checkpoint)
-    ar_model = (load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0]
-                if args.ar_checkpoint else None)
+    ar_model = None
+    if args.ar_checkpoint:
+        ar_model, ar_meta, _ = load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")
+        check_judge(args.ar_checkpoint, ar_meta, args.checkpoint, meta)
     if args.steps and is_autoregressive(model):
         fail(f"--steps is an option of the masked sampler; {args.checkpoint} holds an AR model")
     if args.steps and args.steps > model.L:

@@ -1,12 +1,13 @@
 """Quality vs steps for each sampler variant: novel %, unique %, length TV, bigram KL, generative NLL.
 
     python scripts/sampler_table.py                                  # runs/transformer.npz, no generative NLL
-    python scripts/sampler_table.py --ar-checkpoint runs/ar.npz --json runs/sampler_table.json
+    python scripts/sampler_table.py --judge runs/judge.npz --ar-checkpoint runs/ar.npz --json runs/sampler_table.json
     python scripts/sampler_table.py --checkpoint runs/transformer.npz --variants max_prob,random --steps 4,16
 
 Each cell draws --num names (same seed for every variant) at temperature --temperature with S steps.
-Generative NLL (nats/char under the AR model, diffusion.metrics.generative_nll) needs --ar-checkpoint; the
-table then also shows the AR model's own samples and the test names as references. 'calls' is the mean number
+Generative NLL (nats/char under an independent judge, an AR model trained with another seed: scripts/judge.py
+says why) needs --judge; the table then also shows the test names and, with --ar-checkpoint, the AR model's
+samples as references. 'calls' is the mean number
 of denoiser calls per name (the length draw included; with a threshold it adapts to the name). With max_prob at
 S = L and temperature 1 it also prints those samples' NLL under the sampler's own exact distribution: an estimate
 of that distribution's entropy, below which no judge's expected NLL of the samples can fall. The names (novelty,
@@ -20,12 +21,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, comma_list, fail,  # noqa: E402
-                           load_checkpoint, load_data, model_pool, positive_float, positive_int, recorded_names,
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
+                           comma_list, fail, load_checkpoint, load_data, model_pool, positive_float, positive_int, recorded_names,
                            save_json, script_main, worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
-from diffusion.evaluation import ordered_nll, sample_chunked  # noqa: E402
-from diffusion.likelihood import chars_per_name  # noqa: E402
+from diffusion.evaluation import own_nll, sample_chunked  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402
 
 # name -> (sample() options, what it is)
@@ -45,22 +45,22 @@ VARIANTS = {
 
 
 def own_distribution(model, data, tokens, pool=None):
-    """The default sampler at S = L and T = 1 reveals one token a step: it draws exactly the model that the
-    length-first ordered likelihood scores (tests/test_sampler.py checks it). Its samples' NLL under that
-    model (tokens: those samples) estimates the model's entropy H(q), a floor for their expected NLL under any
-    other model, the AR judge included (cross-entropy >= entropy). Returned beside the test names' NLL under q."""
-    own, test = (ordered_nll(model, x, "length_first", pool=pool).sum() / chars_per_name(x).sum()
-                 for x in (tokens, data.test))
+    """The default sampler at S = L and T = 1 draws exactly the model that the length-first ordered likelihood
+    scores: its samples' NLL under that model (tokens: those samples) estimates the model's entropy H(q), a floor
+    under their expected NLL under any other model, the judge included (evaluation.own_nll). Returned beside the
+    test names' NLL under q."""
+    own, test = (own_nll(model, x, pool) for x in (tokens, data.test))
     print(f"\nmax_prob at S = {model.L}: its samples' NLL under its own distribution (an estimate of that "
           f"distribution's entropy) {own:.3f} nats/char; the test names' {test:.3f}")
-    return dict(samples=float(own), test=float(test))
+    return dict(samples=own, test=test)
 
 
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the diffusion denoiser (.npz)")
-    p.add_argument("--ar-checkpoint", default=None, help="an AR model (.npz, scripts/train_ar.py) for gen NLL")
+    p.add_argument("--judge", default=None, help="an AR model (.npz, scripts/train_ar.py --seed 1) scoring the samples")
+    p.add_argument("--ar-checkpoint", default=None, help="an AR model whose samples make a reference row")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--num", type=positive_int, default=1000, help="names per cell (default 1000)")
     p.add_argument("--temperature", type=positive_float, default=1.0)
@@ -77,10 +77,16 @@ def main():
         fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     if args.json:
         check_json(args.json)
+    if args.ar_checkpoint and not args.judge:
+        fail("--ar-checkpoint makes a row of generative NLL: it needs --judge, an AR model trained with another seed")
     model, meta, _ = load_checkpoint(args.checkpoint, checkpoint.DENOISERS,
-                                     "the sampler table (an AR model goes in --ar-checkpoint)")
-    ar = (load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0]
-          if args.ar_checkpoint else None)
+                                     "the sampler table (an AR model goes in --judge or --ar-checkpoint)")
+    judge = None
+    if args.judge:
+        judge, judge_meta, _ = load_checkpoint(args.judge, checkpoint.AR, "--judge")
+        for path in filter(None, [args.checkpoint, args.ar_checkpoint]):
+            check_judge(args.judge, judge_meta, path, load_checkpoint(path)[1])
+    ar = load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0] if args.ar_checkpoint else None
     if max(args.steps) > model.L:
         fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")
     args.names = recorded_names(args.checkpoint, meta, args.names)
@@ -88,15 +94,16 @@ def main():
     test_names = [decode(r) for r in data.test]
     rows = []
     header = (f"{'variant':<13}{'S':>3}  {'novel%':>6} {'unique%':>7} {'len TV':>6} {'bigramKL':>8}"
-              + (f" {'genNLL':>6}" if ar is not None else "") + f" {'calls':>5} {'sec':>5}")
+              + (f" {'genNLL':>6}" if judge is not None else "") + f" {'calls':>5} {'sec':>5}")
 
     def show(row):
         print(f"{row['variant']:<13}{row['steps'] if row['steps'] is not None else '-':>3}  "
               f"{100 * row['novel']:6.1f} {100 * row['unique']:7.1f} {row['length_tv']:6.3f} {row['bigram_kl']:8.4f}"
-              + (f" {row['generative_nll']:6.3f}" if ar is not None else "")
+              + (f" {row['generative_nll']:6.3f}" if judge is not None else "")
               + f" {row['calls']:5.1f} {row['seconds']:5.1f}", flush=True)
 
-    print(f"{args.num} names per cell, temperature {args.temperature}, seed {args.seed}; {args.checkpoint}")
+    print(f"{args.num} names per cell, temperature {args.temperature}, seed {args.seed}; {args.checkpoint}"
+          + (f"; judge {args.judge}" if judge is not None else ""))
     print(header)
     if ar is not None:
         t0 = time.perf_counter()
@@ -105,23 +112,24 @@ def main():
         names = [decode(r) for r in out.tokens]
         rows.append(dict(variant="AR samples", steps=None, calls=float(out.network_calls),
                          seconds=time.perf_counter() - t0, examples=names[:10],
-                         **sample_report(names, data.train_names, test_names, ar)))
+                         **sample_report(names, data.train_names, test_names, judge)))
         show(rows[-1])
+    if judge is not None:
         rows.append(dict(variant="test names", steps=None, calls=0.0, seconds=0.0, examples=test_names[:10],
-                         **sample_report(test_names, data.train_names, test_names, ar)))
+                         **sample_report(test_names, data.train_names, test_names, judge)))
         show(rows[-1])
     with worker_errors(), model_pool(model, workers(args.workers), rows=args.num) as pool:
-        default_tokens = variant_rows(model, args, variants, data, ar, rows, show, pool)
+        default_tokens = variant_rows(model, args, variants, data, judge, rows, show, pool)
         print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
         own = own_distribution(model, data, default_tokens, pool) if default_tokens is not None else None
     if args.json:
-        written = save_json(args.json, dict(checkpoint=args.checkpoint, ar_checkpoint=args.ar_checkpoint, L=model.L,
+        written = save_json(args.json, dict(checkpoint=args.checkpoint, judge=args.judge, ar_checkpoint=args.ar_checkpoint, L=model.L,
                                             num=args.num, temperature=args.temperature, seed=args.seed, rows=rows,
                                             own_distribution=own))
         print(f"wrote {written}")
 
 
-def variant_rows(model, args, variants, data, ar, rows, show, pool):
+def variant_rows(model, args, variants, data, judge, rows, show, pool):
     """Append (and show) a row per variant and S; returns the default sampler's tokens at S = L, T = 1 (or None)."""
     test_names = [decode(r) for r in data.test]
     default_tokens = None
@@ -139,7 +147,7 @@ def variant_rows(model, args, variants, data, ar, rows, show, pool):
                              calls=float(out.row_calls.mean()),
                              batch_calls=out.network_calls, seconds=seconds, remasked=out.remasked,
                              letter_after_pad=out.letter_after_pad, examples=names[:10],
-                             **sample_report(names, data.train_names, test_names, ar)))
+                             **sample_report(names, data.train_names, test_names, judge)))
             show(rows[-1])
     return default_tokens
 

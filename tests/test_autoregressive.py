@@ -106,8 +106,8 @@ def test_train_ar_script_smoke(tmp_path):
                    "--log-every", "10", "--eval-every", "10", "--dropout", "0.1", "--out", out)
     assert r.returncode == 0, r.stderr
     for expected in ("train nll", "validation nll", "best validation nll", "test NLL (exact)", "saved",
-                     "T=0.8", "T=1.0", "gen NLL", "bigram KL"):
+                     "T=0.8", "T=1.0", "own NLL", "bigram KL"):
         assert expected in r.stdout
     r = run_script("scripts/evaluate.py", "--checkpoint", out, "--num-samples", "20")
     assert r.returncode == 0, r.stderr
-    assert "test NLL (exact)" in r.stdout and "gen NLL" in r.stdout
+    assert "test NLL (exact)" in r.stdout and "own NLL" in r.stdout

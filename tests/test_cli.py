@@ -6,6 +6,7 @@ records; outputs are checked before training, and a failed final save is rescued
 whatever value a trainer flag is given, it parses or exits 2. The tests that run scripts/ are marked `scripts`.
 """
 import contextlib
+import glob
 import io
 import json
 import os
@@ -168,19 +169,61 @@ def test_sample_refuses_what_an_ar_model_cannot_do(runs, flags, says):
 def test_tools_that_need_one_kind_say_so(runs):
     line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "ar.npz")))
     assert "holds an AR Transformer" in line and "--ar-checkpoint" in line
-    for script, flag in (("scripts/sampler_table.py", "--ar-checkpoint"), ("scripts/evaluate.py", "--ar-checkpoint"),
-                         ("scripts/compare.py", "--ar-checkpoint")):
-        args = ["--checkpoint", str(runs / "transformer.npz")] if script != "scripts/compare.py" else \
-            ["--diffusion-checkpoint", str(runs / "transformer.npz")]
+    for script, flag in (("scripts/sampler_table.py", "--judge"), ("scripts/evaluate.py", "--ar-checkpoint"),
+                         ("scripts/compare.py", "--ar-checkpoint"), ("scripts/compare.py", "--judge"),
+                         ("scripts/judge.py", "--judge")):
+        args = {"scripts/compare.py": ["--diffusion-checkpoint", str(runs / "transformer.npz")],
+                "scripts/judge.py": [str(runs / "ar.npz")]}.get(script, ["--checkpoint", str(runs / "transformer.npz")])
         line = one_line_error(run_script(script, *args, flag, str(runs / "transformer.npz")))
         assert "holds a Transformer denoiser" in line and flag in line
+
+
+@pytest.fixture(scope="module")
+def judge(runs):
+    """An AR model trained as runs/ar.npz was, but with seed 1: an independent judge of both models."""
+    path = runs / "judge.npz"
+    r = run_script("scripts/train_ar.py", *TINY, "--seed", "1", "--names", str(runs / "names300.txt"),
+                   "--num-samples", "0", "--out", str(path))
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.mark.scripts
+def test_judge_scores_every_models_samples_and_the_test_names(runs, judge, tmp_path):
+    out = tmp_path / "judged.json"
+    models = [str(runs / "transformer.npz"), str(runs / "ar.npz")]
+    r = run_script("scripts/judge.py", "--judge", str(judge), *models, "--num", "40", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    judged = json.loads(out.read_text())
+    assert [row["model"] for row in judged["rows"]] == models and judged["judge_seed"] == 1
+    assert all(0 < row["judge_nll"] < 5 and 0 < row["own_nll"] < 5 and 0 <= row["novel"] <= 1 for row in judged["rows"])
+    # the test names' row is the judge's own exact test NLL, which its trainer saved in the checkpoint
+    assert judged["test_nll"] == pytest.approx(checkpoint.read_meta(str(judge))["extra"]["test"]["nll"], rel=1e-5)
+    assert "| samples of | judge NLL | own NLL (entropy est.) |" in r.stdout
+
+
+@pytest.mark.scripts
+def test_a_judge_never_scores_itself_or_an_ar_model_of_its_seed(runs, judge, tmp_path):
+    line = one_line_error(run_script("scripts/judge.py", "--judge", str(judge), str(runs / "ar.npz"), str(judge)))
+    assert "is the judge itself" in line
+    twin = tmp_path / "twin.npz"                                  # another file, the same seed as the judge
+    twin.write_bytes(judge.read_bytes())
+    line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "transformer.npz"),
+                                     "--judge", str(judge), "--ar-checkpoint", str(twin)))
+    assert "is an AR model trained with the judge's seed 1" in line
+    line = one_line_error(run_script("scripts/compare.py", "--diffusion-checkpoint", str(runs / "transformer.npz"),
+                                     "--judge", str(runs / "ar.npz"), "--seed", "0"))
+    assert "trained with seed 0, as the AR model trained here would be" in line
+    line = one_line_error(run_script("scripts/sampler_table.py", "--checkpoint", str(runs / "transformer.npz"),
+                                     "--ar-checkpoint", str(runs / "ar.npz")))
+    assert "needs --judge" in line
 
 
 @pytest.mark.scripts
 def test_evaluate_scores_an_ar_checkpoint(runs):
     r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "ar.npz"), "--num-samples", "20")
     assert r.returncode == 0, r.stderr
-    assert "test NLL (exact)" in r.stdout and "gen NLL" in r.stdout
+    assert "test NLL (exact)" in r.stdout and "own NLL" in r.stdout
 
 
 # ----------------------------------------------------------------------------- 3. the recorded names file
@@ -331,8 +374,10 @@ def commands(text):
                                  "scripts/compare.py"])
 def test_documented_commands_read_checkpoints_an_earlier_command_writes(doc):
     """Every checkpoint a documented command reads (--checkpoint, --resume, ...) is a trainer's default path or an
-    --out of a command shown before it; a command without --checkpoint reads runs/transformer.npz."""
-    written = set(DEFAULT_OUTS.values())
+    --out of a command shown before it, or a model that ships in models/; a command without --checkpoint reads
+    runs/transformer.npz."""
+    shipped = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "models", "**", "*.npz"), recursive=True)}
+    written = set(DEFAULT_OUTS.values()) | shipped
     for command in commands(open(os.path.join(ROOT, doc)).read()):
         for path in re.findall(r"--(?:\w+-)?checkpoint (\S+)|--resume (\S+)", command):
             path = "".join(path)
