@@ -111,3 +111,25 @@ def test_default_run_meets_the_quality_bar(tmp_path, script, bar):
     t1 = re.search(r"T=1\.0\s+novel ([\d.]+)%\s+unique ([\d.]+)%\s+length TV ([\d.]+)", r.stdout)
     novel, unique, tv = map(float, t1.groups())
     assert novel >= 50 and unique >= 95 and tv <= 0.1, r.stdout
+
+
+def test_tune_ranks_variants_on_validation_and_continues_an_interrupted_sweep(tmp_path):
+    """tune.py on 300 names with a few steps: a row per variant with its validation curve, ranked best first;
+    a second call runs only the variants missing from the JSON; --show prints the table without training."""
+    with open(os.path.join(ROOT, "names.txt")) as f:
+        names = write(tmp_path, "".join(f.readlines()[:300]))
+    out = str(tmp_path / "tune.json")
+    also = ["--also", f"--names {names} --steps 6 --batch-size 16", "--eval-every", "3", "--json", out]
+    r = run_script("scripts/tune.py", "--variants", "default,min_lr0", *also)
+    assert r.returncode == 0, r.stderr
+    rows = json.load(open(out))["rows"]
+    assert [row["variant"] for row in rows] == ["default", "min_lr0"]
+    assert all([s for s, _ in row["validation"]] == [3, 6] and row["train"]["steps"] == 6 for row in rows)
+    assert rows[1]["train"]["min_lr_ratio"] == 0 and rows[0]["train"]["min_lr_ratio"] == 0.1
+    ranked = sorted(rows, key=lambda row: row["best_validation"])
+    assert r.stdout.index(f"`{ranked[0]['variant']}`") < r.stdout.index(f"`{ranked[1]['variant']}`")
+    r = run_script("scripts/tune.py", "--variants", "default,ema", *also)
+    assert r.returncode == 0 and "default: already in" in r.stdout, r.stderr
+    assert [row["variant"] for row in json.load(open(out))["rows"]] == ["default", "min_lr0", "ema"]
+    r = run_script("scripts/tune.py", "--json", out, "--show")
+    assert r.returncode == 0 and "3 variants of `scripts/train.py`, ranked." in r.stdout and "..." not in r.stdout
