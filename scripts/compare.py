@@ -1,7 +1,7 @@
 """Autoregressive vs diffusion at matched size and steps: likelihood, sampling cost, sample quality, and
 diffusion's quality versus its number of sampling steps.
 
-    python scripts/compare.py --json runs/compare.json           # trains both (3000 steps each), then compares
+    python scripts/compare.py --json runs/compare.json           # trains both (2000 steps of 128 each), then compares
     python scripts/compare.py --ar-checkpoint runs/ar.npz --diffusion-checkpoint runs/transformer.npz \
         --judge runs/judge.npz
 
@@ -39,7 +39,7 @@ KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=args.dim
 
 
 def parse_args():
-    p = trainer_parser(__doc__.splitlines()[0], steps=3000, batch_size=64, lr=2e-3, objective="exact_k",
+    p = trainer_parser(__doc__.splitlines()[0], steps=2000, batch_size=128, lr=3e-3, ema=0.999, objective="exact_k",
                        dim=64, layers=4, heads=4, dropout=0.0, eval_every=500, out="runs/compare")
     p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")

@@ -21,5 +21,5 @@ def make_model(args):
 
 
 if __name__ == "__main__":
-    script_main(lambda: run(__doc__.splitlines()[0], make_model, "ar_transformer", steps=3000, batch_size=64,
-                            lr=2e-3, dim=64, layers=4, heads=4, dropout=0.0, out="runs/ar.npz"))
+    script_main(lambda: run(__doc__.splitlines()[0], make_model, "ar_transformer", steps=2000, batch_size=128,
+                            lr=3e-3, ema=0.999, dim=64, layers=4, heads=4, dropout=0.0, out="runs/ar.npz"))

@@ -26,6 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 PAGES = [README, os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "diffusion.md")]
 RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the README's commands use runs/)
+JUDGE = os.path.join("runs", "readme", "judge.npz")  # the AR model, seed 1, scoring samples (relative: it is printed)
+SHIPPED_JUDGE = os.path.join("models", "judge.npz")  # the stronger shipped judge (20,000 steps, seed 1)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"),
               ("nelbo_linear", "nelbo, linear schedule"),
@@ -76,7 +78,7 @@ def objective_flags(name):
 
 
 def objectives_table(runs):
-    rows = ["| objective | test NELBO (nats/char) | train time | training NELBO at steps 1k, 2k, 3k |",
+    rows = ["| objective | test NELBO (nats/char) | train time | training NELBO every 1,000 steps |",
             "|---|---:|---:|---|"]
     for label, r in runs:
         curve = ", ".join(f"{v:.3f}" for step, v in r["history"] if step % 1000 == 0)
@@ -87,10 +89,11 @@ def objectives_table(runs):
 
 def compare_section(ar, diffusion, json_path, tables=("Test likelihood", "Samples", "Diffusion quality",
                                                       "Learning curves")):
-    """scripts/compare.py on two checkpoints: the tables it prints whose titles start as in `tables`."""
+    """scripts/compare.py on two checkpoints, their samples scored by the judge: the tables it prints whose
+    titles start as in `tables`."""
     print(f"running scripts/compare.py on {ar} and {diffusion} ...", flush=True)
     out = subprocess.run([sys.executable, os.path.join("scripts", "compare.py"), "--ar-checkpoint", ar,
-                          "--diffusion-checkpoint", diffusion, "--json", json_path],
+                          "--diffusion-checkpoint", diffusion, "--judge", JUDGE, "--json", json_path],
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout     # paths print relative
     sections = []
     for chunk in out.split("\n## ")[1:]:                     # "<title>\n\n<table>\n..."
@@ -141,14 +144,14 @@ def contrast_table(path):
 
 
 def sampler_section():
-    """scripts/sampler_table.py on the default model, with the AR model as judge: each variant's generative NLL
-    at S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's own samples and the test names; then the
-    default sampler's own-distribution figure, the floor under its generative NLL."""
+    """scripts/sampler_table.py on the default model, scored by the judge: each variant's generative NLL at
+    S = 2, 4, 8, 16 and its diversity at S = 16, beside the AR's samples and the test names; then the default
+    sampler's own-distribution figure, the floor under its generative NLL."""
     print("running scripts/sampler_table.py ...", flush=True)
     path = os.path.join(RUNS, "sampler_table.json")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sampler_table.py"), "--checkpoint",
                     os.path.join(RUNS, "train.npz"), "--ar-checkpoint", os.path.join(RUNS, "train_ar.npz"),
-                    "--json", path], check=True, capture_output=True)
+                    "--judge", JUDGE, "--json", path], check=True, capture_output=True, cwd=ROOT)
     with open(path) as f:
         table = json.load(f)
     rows, own = table["rows"], table["own_distribution"]
@@ -170,8 +173,32 @@ def sampler_section():
         f"**{own['samples']:.3f}** nats/char under q, an estimate of q's entropy, and the test names "
         f"{own['test']:.3f}. Any model's expected NLL of samples drawn from q is at least q's entropy (Gibbs' "
         f"inequality), so the default sampler's generative NLL cannot fall below about {own['samples']:.2f}; "
-        f"the AR's own samples score {rows[0]['generative_nll']:.3f}.", width=110))
+        f"the AR's samples score {rows[0]['generative_nll']:.3f}.", width=110))
     return "\n".join(out)
+
+
+def judged_section(checkpoints):
+    """scripts/judge.py with the shipped judge (models/judge.npz, an AR model trained with seed 1) on each
+    checkpoint that exists: its samples' NLL under the judge beside their entropy estimate and diversity."""
+    present = [c for c in checkpoints if os.path.exists(os.path.join(ROOT, c))]
+    print(f"running scripts/judge.py on {', '.join(present)} ...", flush=True)
+    out = subprocess.run([sys.executable, os.path.join("scripts", "judge.py"), "--judge", SHIPPED_JUDGE, *present,
+                          "--json", os.path.join(RUNS, "judged.json")],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout      # paths print relative
+    with open(os.path.join(RUNS, "judged.json")) as f:
+        rows = json.load(f)["rows"]
+    table = out.split("\n## ", 1)[1].split("\n", 1)[1].split("\nwrote ", 1)[0].strip()
+    best_ar = min(r["judge_nll"] for r in rows if r["config"]["kind"] == "ar_transformer")
+    gaps = ", ".join(f"`{r['model']}` {r['judge_nll'] - best_ar:+.3f}" for r in rows
+                     if r["config"]["kind"] != "ar_transformer")
+    return table + f"\n\nEach denoiser's judge NLL minus the lowest of the AR models': {gaps} nats/char."
+
+
+def tune_section(path):
+    """scripts/tune.py --show: the table of its committed sweep (not rerun here: it is many trainings)."""
+    out = subprocess.run([sys.executable, os.path.join("scripts", "tune.py"), "--json", path, "--show"],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return out.split("\n## ", 1)[1].split("\n", 1)[1].strip()
 
 
 def pictures_section():
@@ -360,6 +387,7 @@ def main():
         put("objectives", objectives_table(objective_runs))
         if not args.reuse:
             run_trainer("train_ar", os.path.join(RUNS, "train_ar.json"))
+            run_trainer("train_ar", os.path.join(RUNS, "judge.json"), "--seed", "1", "--num-samples", "0")
         put("compare", compare_section("runs/readme/train_ar.npz", "runs/readme/train.npz",
                                                                 "runs/readme/compare.json"))
         put("contrast", contrast_table(os.path.join(RUNS, "compare.json")))
@@ -372,6 +400,7 @@ def main():
         # the 20,000- and 60,000-step runs (the README gives their commands): formatted, never retrained here
         have = lambda folder, *files: all(os.path.exists(os.path.join(ROOT, "runs", folder, f))  # noqa: E731
                                           for f in files)
+        shipped = lambda *files: all(os.path.exists(os.path.join(ROOT, "models", f)) for f in files)  # noqa: E731
         if have("long", "diffusion.npz", "diffusion.json"):
             put("long", long_table(refresh_long_samples(
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
@@ -379,10 +408,16 @@ def main():
             put("compare_long", compare_section(
                 "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json",
                 ("Training", "Test likelihood", "Samples", "Diffusion quality", "Learning curves")))
-        if have("long60k", "ar.npz", "diffusion.npz"):
+        if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
             put("compare_long60k", compare_section(
-                "runs/long60k/ar.npz", "runs/long60k/diffusion.npz", "runs/long60k/compare.json",
+                "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
                 ("Training", "Test likelihood", "Learning curves")))
+        if shipped("tune/default.json", "tune/ar.json"):
+            put("tune", tune_section("models/tune/default.json"))
+            put("tune_ar", tune_section("models/tune/ar.json"))
+        if shipped("judge.npz"):
+            put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
+                                          "models/long60k/diffusion.npz", "models/long60k/ar.npz"]))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         put("bench", bench_table())

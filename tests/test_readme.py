@@ -31,7 +31,7 @@ def test_file_table_matches_the_code():
 
 
 @pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "compare_long60k",
-                                  "objectives", "long", "bench", "sampler"])
+                                  "objectives", "long", "bench", "sampler", "tune", "tune_ar", "judged"])
 def test_generated_sections_are_filled(name):
     body = section(name)
     assert body.startswith(("|", "**")) and body.count("\n") >= 2, \
@@ -51,7 +51,8 @@ SMALL = {"train.py": ["--steps", "20", "--num-samples", "20", "--log-every", "10
          "train_ar.py": ["--steps", "20", "--num-samples", "20", "--log-every", "10"],
          "evaluate.py": ["--num-samples", "50", "--target-se", "1"],
          "compare.py": ["--num-samples", "30"],
-         "sampler_table.py": ["--num", "30", "--steps", "2,16", "--variants", "max_prob,random"]}
+         "sampler_table.py": ["--num", "30", "--steps", "2,16", "--variants", "max_prob,random"],
+         "judge.py": ["--num", "30"]}
 
 
 def shown_commands():

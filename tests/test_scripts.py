@@ -44,14 +44,14 @@ def test_compare_script_trains_loads_and_reports_each_models_settings(tmp_path):
     tables = ("## Training", "## Test likelihood", "## Samples", "## Diffusion quality versus sampling steps",
               "## Learning curves")
     assert all(t in r.stdout for t in tables)
-    assert re.search(r"\| AR \| 204,379 \| 12 x 16 \| 0.002 \| 0.05 \| 0.1 \| next token \| every 6 steps, "
+    assert re.search(r"\| AR \| 204,379 \| 12 x 16 \| 0.003 \| 0.05 \| 0.1 \| next token \| every 6 steps, "
                      r"best kept \|", r.stdout)
     assert "| step | epochs | AR validation NLL | diffusion validation NELBO |" in r.stdout
     r = run_script("scripts/compare.py", "--ar-checkpoint", prefix + "_ar.npz", "--diffusion-checkpoint",
                    prefix + "_diffusion.npz", "--weight-decay", "0.3", *common)      # the flags do not apply
     assert r.returncode == 0, r.stderr
     assert all(t in r.stdout for t in tables)
-    assert re.search(r"\| diffusion \| 204,379 \| 12 x 16 \| 0.002 \| 0.05 \| 0.1 \| exact_k \| every 6 steps, "
+    assert re.search(r"\| diffusion \| 204,379 \| 12 x 16 \| 0.003 \| 0.05 \| 0.1 \| exact_k \| every 6 steps, "
                      r"best kept \| \d+ \| loaded ", r.stdout)
 
 
