@@ -473,8 +473,9 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
     resume, exit 130; a non-finite loss or a worker process that died or raised: one line, exit 1 (the last
     checkpoint stays). validate(model) -> validation nats/char enables early stopping when
     cfg.eval_every > 0 (the model ends with its best weights). training: checkpoint.load's training state to
-    resume from, or None. Returns (train result, save) where save(step, optimizer, ema, **figures) writes the checkpoint again with extra figures (to a printed fallback
-    file if args.out cannot be written after all, which then becomes args.out)."""
+    resume from, or None. Returns (train result, save) where save(step, optimizer, ema, **figures) writes the
+    checkpoint again with extra figures (to a printed fallback file if args.out cannot be written after all,
+    which then becomes args.out)."""
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
 
@@ -498,7 +499,7 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}"
               f"{same_workers}", file=sys.stderr)
         sys.exit(130)
-    save(result["last_step"], result["optimizer"], result["ema"])     # the weights kept (the best, with validation), before testing
+    save(result["last_step"], result["optimizer"], result["ema"])    # the weights kept (the best), before testing
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:
         print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "

@@ -7,10 +7,11 @@ diffusion's quality versus its number of sampling steps.
 
 Both models: the same Transformer (--dim 64, --layers 4, --heads 4 by default), L=16 (causal for AR,
 bidirectional for diffusion); the same steps, batch, learning rate, weight decay, dropout and seed (the diffusion
-objective is --objective, default exact_k). Trained here, they validate every --eval-every steps (learning curves; the best weights are
-kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix, default runs/compare). With
---judge (an AR model trained with another seed, scripts/judge.py says why), the samples of both are scored by it
-(generative NLL); the compared AR model never scores them: its own samples would only measure its entropy.
+objective is --objective, default exact_k). Trained here, they validate every --eval-every steps (learning
+curves; the best weights are kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix,
+default runs/compare). With --judge (an AR model trained with another seed, scripts/judge.py says why), the
+samples of both are scored by it (generative NLL); the compared AR model never scores them: its own samples
+would only measure its entropy.
 """
 import os
 import sys
@@ -20,9 +21,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail, load_checkpoint, load_data,  # noqa: E402
-                           model_pool, recorded_names, save_json, script_main, train_and_test, trainer_parser,
-                           worker_errors, workers)
+from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail,  # noqa: E402
+                           load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
+                           train_and_test, trainer_parser, worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
                                 markdown_table, sample_quality, samples_table)

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
-from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge, fail,  # noqa: E402
+from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
+                           fail,
                            load_checkpoint, load_data, model_pool, nonnegative_float, positive_float, positive_int,
                            recorded_names, save_json, script_main, worker_errors, workers)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
@@ -29,7 +30,8 @@ from diffusion.metrics import format_report  # noqa: E402
 def main():
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="a .npz written by one of the trainers")
-    p.add_argument("--ar-checkpoint", default=None, help="AR model that scores the samples (generative NLL): a judge, trained with another seed than the model")
+    p.add_argument("--ar-checkpoint", default=None,
+                   help="a judge: an AR model trained with another seed, scoring the samples (generative NLL)")
     p.add_argument("--names", default=None, help="names file (default: the one the checkpoint records)")
     p.add_argument("--num-samples", type=positive_int, default=1000)
     p.add_argument("--temperature", type=nonnegative_float, default=1.0, help="sampling temperature (0: greedy)")

@@ -22,10 +22,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (OneLineParser, add_workers_flag, check_json, check_judge, load_checkpoint,  # noqa: E402
-                           load_data, model_pool, positive_int, recorded_names, save_json, script_main, worker_errors, workers)
+                           load_data, model_pool, positive_int, recorded_names, save_json, script_main,
+                           worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import markdown_table, own_nll, sample_chunked  # noqa: E402
-from diffusion.metrics import sample_report  # noqa: E402
+from diffusion.metrics import generative_nll, sample_report  # noqa: E402
 
 
 def judged_row(label, model, judge, data, num, seed, pool):
@@ -69,12 +70,13 @@ def main():
         with worker_errors(), model_pool(model, workers(args.workers), rows=args.num) as pool:
             rows.append(judged_row(path, model, judge, data, args.num, args.seed, pool))
         print(f"{path}: judge NLL {rows[-1]['judge_nll']:.3f}, own NLL {rows[-1]['own_nll']:.3f}", flush=True)
-    test_nll = sample_report([decode(r) for r in data.test], data.train_names, [], judge)["generative_nll"]
+    test_nll = generative_nll(judge, [decode(r) for r in data.test])
     print(f"\n## Samples under the judge ({args.judge}, nats/char; {args.num} names each, T = 1)\n")
     print(table(rows, test_nll))
     if args.json:
-        written = save_json(args.json, dict(judge=args.judge, judge_seed=judge_meta["extra"].get("train", {}).get("seed"), num=args.num,
-                                            seed=args.seed, rows=rows, test_nll=test_nll))
+        judge_seed = judge_meta["extra"].get("train", {}).get("seed")
+        written = save_json(args.json, dict(judge=args.judge, judge_seed=judge_seed, num=args.num, seed=args.seed,
+                                            rows=rows, test_nll=test_nll))
         print(f"\nwrote {written}")
 
 

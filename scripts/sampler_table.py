@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
-                           comma_list, fail, load_checkpoint, load_data, model_pool, positive_float, positive_int, recorded_names,
+                           comma_list, fail, load_checkpoint, load_data, model_pool, positive_float, positive_int,
+                           recorded_names,
                            save_json, script_main, worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import own_nll, sample_chunked  # noqa: E402
@@ -123,7 +124,8 @@ def main():
         print("\nvariants:\n" + "\n".join(f"  {v:<13}{VARIANTS[v][1]}" for v in variants))
         own = own_distribution(model, data, default_tokens, pool) if default_tokens is not None else None
     if args.json:
-        written = save_json(args.json, dict(checkpoint=args.checkpoint, judge=args.judge, ar_checkpoint=args.ar_checkpoint, L=model.L,
+        written = save_json(args.json, dict(checkpoint=args.checkpoint, judge=args.judge,
+                                            ar_checkpoint=args.ar_checkpoint, L=model.L,
                                             num=args.num, temperature=args.temperature, seed=args.seed, rows=rows,
                                             own_distribution=own))
         print(f"wrote {written}")
