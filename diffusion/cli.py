@@ -352,7 +352,7 @@ def check_judge(judge_path, judge_meta, path, meta):
     if os.path.realpath(path) == os.path.realpath(judge_path):
         fail(f"{path} is the judge itself: a model scoring its own samples measures its entropy, not their "
              f"quality; train a judge with another seed (python scripts/train_ar.py --seed 1 --out runs/judge.npz)")
-    if meta["config"]["kind"] in checkpoint.AR and _seed(meta) == _seed(judge_meta):
+    if meta["config"]["kind"] in checkpoint.AR and _seed(judge_meta) is not None and _seed(meta) == _seed(judge_meta):
         fail(f"{path} is an AR model trained with the judge's seed {_seed(meta)} (the same initial weights and "
              f"batches): an independent judge needs another --seed")
     data, judge_data = meta["extra"].get("data"), judge_meta["extra"].get("data")
@@ -411,6 +411,9 @@ def _resume(args, kind):
     if not training["optimizer"]:
         fail(f"{args.resume}: this checkpoint has no optimizer state to resume from (one written before attention's "
              f"key projection lost its bias still samples and evaluates, but cannot be resumed)")
+    if meta["extra"].get("stopped_early"):
+        fail(f"{args.resume} stopped early at step {meta['step']} (its weights are the best validated ones, not the "
+             f"last trained); nothing to resume (a longer run is a new run: another --out)")
     if meta["step"] >= saved["steps"]:
         fail(f"{args.resume} has finished its {saved['steps']} steps; nothing to resume (a longer run is a new run: "
              f"--steps N with another --out)")
@@ -479,8 +482,10 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
 
+    ended = {}                  # set once training returns: an early stop is recorded in every later save
+
     def save(step, optimizer, ema, **figures):
-        extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **figures)
+        extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **ended, **figures)
         args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra, ema))
     training = training or {}
     args.workers = workers(args.workers, cfg.batch_size)          # compare.py reaches here without prepare()
@@ -499,6 +504,7 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}"
               f"{same_workers}", file=sys.stderr)
         sys.exit(130)
+    ended.update(stopped_early=result["stopped_early"])
     save(result["last_step"], result["optimizer"], result["ema"])    # the weights kept (the best), before testing
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:

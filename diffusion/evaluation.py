@@ -223,14 +223,14 @@ def generate(model, num, temperature=1.0, steps=None, seed=0, pool=None):
 
 def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, ar_model=None, pool=None):
     """Generate `num` names and score them: metrics.sample_report (novel, unique, length TV to test, bigram KL
-    to train, and the generative NLL under ar_model if given; `own_nll` instead when ar_model is the model
-    itself) + temperature, steps, network calls, samples/s
+    to train, and the generative NLL under ar_model if given; `own_nll` instead, at T = 1 only, when ar_model
+    is the model itself) + temperature, steps, network calls, samples/s
     and the first 20 names. pool: a ModelPool of `model` to sample on, or None."""
     gen = generate(model, num, temperature, steps, seed, pool)
     test_names = [decode(r) for r in data.test]
     own = ar_model is model                      # an AR model scoring its own samples is no judge of them:
     quality = sample_report(gen["names"], data.train_names, test_names, None if own else ar_model)
-    if own:                                      # their NLL under it estimates its entropy (at T = 1)
+    if own and temperature == 1.0:               # at T = 1 their NLL under it estimates its entropy
         quality["own_nll"] = generative_nll(model, gen["names"])
     return dict(temperature=temperature, steps=None if is_autoregressive(model) else (steps or model.L),
                 network_calls=gen["network_calls"], seconds=gen["seconds"],

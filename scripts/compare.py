@@ -81,6 +81,8 @@ def load_judge(args, given, data):
     judge, judge_meta, _ = load_checkpoint(args.judge, checkpoint.AR, "--judge")
     for _, meta, path in given.values():
         check_judge(args.judge, judge_meta, path, meta)
+    if "AR" not in given and os.path.realpath(args.judge) == os.path.realpath(out_path(args, "AR")):
+        fail(f"--judge {args.judge} is where the AR model trained here would be saved; pass another --out")
     if "AR" not in given and judge_meta["extra"].get("train", {}).get("seed") == args.seed:
         fail(f"--judge {args.judge} was trained with seed {args.seed}, as the AR model trained here would be: an "
              f"independent judge needs another seed")
@@ -109,7 +111,10 @@ def get_model(kind, given, args, data):
                            likelihood=figures)
     print(f"\n== training {kind}")
     tl.manual_seed(args.seed)
-    model = KINDS[kind][1](args)
+    try:
+        model = KINDS[kind][1](args)
+    except ValueError as e:                                   # e.g. --dim not divisible by --heads
+        fail(str(e))
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     args.out = out_path(args, kind)
     trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS)

@@ -1,8 +1,8 @@
-"""Try training settings on the validation split, never on the test split: each variant trains with its flags on
-top of the trainer's defaults, is scored on the validation names every --eval-every steps, and the table ranks
+"""Try training settings on the validation split, never on the test split: each variant trains with its own flags
+(every setting it compares spelled out), is scored on the validation names every --eval-every steps, and the table ranks
 the variants by their best validation figure (nats/char), beside their training time on this machine.
 
-    python scripts/tune.py --json runs/tune/default.json             # every variant of the default 3,000-step run
+    python scripts/tune.py --json runs/tune/default.json             # every variant of the denoiser's run
     python scripts/tune.py --variants default,batch128 --json runs/tune/default.json
     python scripts/tune.py --trainer train_ar --variants default,dropout --json runs/tune/ar.json
     python scripts/tune.py --json runs/tune/default.json --show       # the table of a sweep, nothing run
@@ -26,22 +26,23 @@ from diffusion.evaluation import markdown_table  # noqa: E402
 from diffusion.trainer import TrainConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# name -> (flags on top of the trainer's defaults, what it tries)
+# name -> (flags, what it tries). Every setting a sweep compares is spelled out, not left to the trainer's
+# defaults, so a sweep continued after the defaults changed still compares what it says (and `default` stays the
+# 3,000 x 64 run that was the default when the first sweep ran; the settings column of the table says so).
+BASE = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3", "--ema", "0"]
+BATCH128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3", "--ema", "0"]
 VARIANTS = {
-    "default": ([], "the trainer's defaults"),
-    "lr3e-3": (["--lr", "3e-3"], "a higher peak learning rate"),
-    "min_lr0": (["--min-lr-ratio", "0"], "cosine decay to 0 instead of to 0.1 of the peak"),
-    "ema": (["--ema", "0.999"], "a moving average of the weights, decay 0.999 (warmed up)"),
-    "batch128": (["--batch-size", "128", "--steps", "2000", "--lr", "3e-3"],
-                 "twice the batch for two thirds of the steps (about the same time on 2 cores)"),
-    "batch128_ema": (["--batch-size", "128", "--steps", "2000", "--lr", "3e-3", "--ema", "0.999"],
-                     "batch128 with the moving average"),
-    "batch256": (["--batch-size", "256", "--steps", "1000", "--lr", "4e-3"],
+    "default": (BASE, "3,000 steps of 64 at lr 2e-3, no average"),
+    "lr3e-3": (BASE + ["--lr", "3e-3"], "a higher peak learning rate"),
+    "min_lr0": (BASE + ["--min-lr-ratio", "0"], "cosine decay to 0 instead of to 0.1 of the peak"),
+    "ema": (BASE + ["--ema", "0.999"], "a moving average of the weights, decay 0.999 (warmed up)"),
+    "batch128": (BATCH128, "twice the batch for two thirds of the steps (about the same time on 2 cores)"),
+    "batch128_ema": (BATCH128 + ["--ema", "0.999"], "batch128 with the moving average"),
+    "batch256": (["--steps", "1000", "--batch-size", "256", "--lr", "4e-3", "--ema", "0"],
                  "four times the batch for a third of the steps"),
-    "wide2": (["--dim", "128", "--layers", "2", "--batch-size", "128", "--steps", "2000", "--lr", "3e-3"],
-              "width 128 and 2 blocks instead of 64 and 4, as batch128"),
-    "dropout": (["--dropout", "0.1"], "dropout 0.1 in the blocks"),
-    "weight_decay": (["--weight-decay", "0.1"], "AdamW weight decay 0.1"),
+    "wide2": (BATCH128 + ["--dim", "128", "--layers", "2"], "width 128 and 2 blocks instead of 64 and 4, as batch128"),
+    "dropout": (BASE + ["--dropout", "0.1"], "dropout 0.1 in the blocks"),
+    "weight_decay": (BASE + ["--weight-decay", "0.1"], "AdamW weight decay 0.1"),
 }
 
 
@@ -114,6 +115,9 @@ def main():
                 args.trainer = saved.get("trainer")
             elif saved.get("trainer") != args.trainer:
                 fail(f"{args.json} holds variants of scripts/{saved.get('trainer')}.py, not of {args.trainer}.py")
+            elif saved.get("also", "") != args.also:
+                fail(f"{args.json} was swept with --also {saved.get('also', '')!r}, not {args.also!r}: its rows would "
+                     f"not compare; use another --json")
             rows = [r for r in saved["rows"] if r["variant"] in VARIANTS]
     metric = "NLL" if args.trainer == "train_ar" else "NELBO"
     for name in [] if args.show else names:
@@ -127,7 +131,7 @@ def main():
         print(f"  best validation {metric} {row['best_validation']:.4f} at step {row['best_step']}, "
               f"{row['train_seconds']:.0f} s", flush=True)
         if args.json:
-            save_json(args.json, dict(trainer=args.trainer, rows=rows))
+            save_json(args.json, dict(trainer=args.trainer, also=args.also, rows=rows))
     print(f"\n## Variants of scripts/{args.trainer}.py on the validation split (nats/char)\n")
     print(table(rows, metric) + f"\n\n{len(rows)} variants of `scripts/{args.trainer}.py`, ranked.")
 

@@ -412,12 +412,17 @@ def main():
             put("compare_long60k", compare_section(
                 "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
                 ("Training", "Test likelihood", "Learning curves")))
+        if shipped("wide/diffusion.npz"):
+            put("compare_wide", compare_section(
+                "models/long60k/ar.npz", "models/wide/diffusion.npz", "models/wide/compare.json",
+                ("Training", "Test likelihood", "Samples", "Learning curves")))
         if shipped("tune/default.json", "tune/ar.json"):
             put("tune", tune_section("models/tune/default.json"))
             put("tune_ar", tune_section("models/tune/ar.json"))
         if shipped("judge.npz"):
             put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
-                                          "models/long60k/diffusion.npz", "models/long60k/ar.npz"]))
+                                          "models/long60k/diffusion.npz", "models/long60k/ar.npz",
+                                          "models/wide/diffusion.npz"]))
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         put("bench", bench_table())

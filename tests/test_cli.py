@@ -121,6 +121,17 @@ def test_resume_continues_in_place_and_a_finished_run_is_not_resumed(runs, tmp_p
 
 
 @pytest.mark.scripts
+def test_a_run_that_stopped_early_is_not_resumed(runs, tmp_path):
+    """Its checkpoint holds the best validated weights but the optimizer (and average) of the last step: a resume
+    would continue from weights that were never the trained ones."""
+    meta = checkpoint.read_meta(str(runs / "ar.npz"))
+    meta["step"], meta["extra"]["stopped_early"] = 2, True
+    stopped = rewrite_meta(runs / "ar.npz", tmp_path / "stopped.npz", meta)
+    line = one_line_error(run_script("scripts/train_ar.py", "--resume", stopped))
+    assert "stopped early at step 2" in line and "nothing to resume" in line
+
+
+@pytest.mark.scripts
 def test_resume_keeps_its_own_data(runs, tmp_path):
     half = interrupted(runs / "transformer.npz", tmp_path / "half.npz", 2)
     line = one_line_error(run_script("scripts/train.py", "--resume", half, "--names", DEFAULT_NAMES))
@@ -416,3 +427,6 @@ def test_compare_checks_its_flags_before_training(runs):
     line = one_line_error(run_script("scripts/compare.py", "--diffusion-checkpoint", str(runs / "transformer.npz"),
                                      "--L", "12"))
     assert "differs from the given checkpoint's L=16" in line
+    line = one_line_error(run_script("scripts/compare.py", "--dim", "66", "--heads", "4", "--names",
+                                     str(runs / "names300.txt"), "--out", str(runs / "never")))
+    assert "dim 66 is not divisible by num_heads 4" in line

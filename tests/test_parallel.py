@@ -438,3 +438,10 @@ def test_a_ctrl_c_landing_in_another_thread_waits_for_the_end_of_the_start():
         signal.signal(signal.SIGINT, previous)
         stop.set()
     assert reached_the_end
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})       # a caller's own block is kept
+    try:
+        with parallel._sigint_deferred():
+            pass
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

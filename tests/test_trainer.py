@@ -90,6 +90,14 @@ def test_the_weights_average_is_validated_kept_and_resumed_without_touching_trai
     validated, _, result = run(TrainConfig(**{**cfg.__dict__, "eval_every": 5}),
                                validate=lambda m: seen.append(m.state_dict()) or 1.0 / (1 + len(seen)))
     assert result["best_step"] == 20 and len(seen) == 4
+    early, figures = [], iter([1.0, 2.0, 3.0])                         # best at step 5, then two worse
+    tl.manual_seed(0)
+    stopped, trained_early, result = run(TrainConfig(**{**cfg.__dict__, "eval_every": 5, "patience": 2}),
+                                         validate=lambda m: early.append(m.state_dict()) or next(figures))
+    assert result["stopped_early"] and result["best_step"] == 5 and result["last_step"] == 15
+    for name, value in stopped.state_dict().items():                 # the average at step 5, not the weights
+        np.testing.assert_array_equal(value, early[0][name])
+        assert not np.array_equal(value, trained_early[4][0][name])
     for name, value in validated.state_dict().items():
         np.testing.assert_array_equal(value, model.state_dict()[name])  # validating changed nothing
         np.testing.assert_array_equal(value, seen[-1][name])            # and it saw the average

@@ -144,17 +144,16 @@ def _sigint_deferred():
     if swap:                  # (None: a handler set outside Python, left alone; other threads get no Ctrl-C)
         signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     masking = hasattr(signal, "pthread_sigmask")
-    if masking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masking else None
     try:
         yield
     finally:
         if masking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)   # as it was (a caller may have blocked it too)
         if swap:
             signal.signal(signal.SIGINT, previous)
-            if noted:
-                signal.raise_signal(signal.SIGINT)          # now handled as it would have been
+            for _ in noted[:2]:                                # now handled as they would have been (a second
+                signal.raise_signal(signal.SIGINT)             # Ctrl-C means "stop now" to the trainer)
 
 
 def _layout(params):
