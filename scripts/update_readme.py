@@ -5,6 +5,7 @@ scripts (no hand-pasted figures).
     python scripts/update_readme.py --files     # only the file table with line counts (instant)
     python scripts/update_readme.py --check     # change nothing; exit 1 if the file table is stale
     python scripts/update_readme.py --bench     # also rerun scripts/bench.py for the speed table (~3 min)
+    python scripts/update_readme.py --shipped   # only the sections of the models in models/ (no training)
 
 Sections live between <!-- generated:NAME --> and <!-- /generated:NAME --> markers, each in one of PAGES.
 Training runs write
@@ -342,12 +343,34 @@ def bench_table():
     return f"{table.strip()}\n\n{machine.replace('machine: ', 'Measured on: ')}."
 
 
+def shipped_sections(put):
+    """The sections made from the models that ship in models/ (never retrained here): the 60,000-step pair, the
+    width-128 run, the tuning sweeps and the judged samples."""
+    shipped = lambda *files: all(os.path.exists(os.path.join(ROOT, "models", f)) for f in files)  # noqa: E731
+    if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
+        put("compare_long60k", compare_section(
+            "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
+            ("Training", "Test likelihood", "Learning curves")))
+    if shipped("wide/diffusion.npz"):
+        put("compare_wide", compare_section(
+            "models/long60k/ar.npz", "models/wide/diffusion.npz", "models/wide/compare.json",
+            ("Training", "Test likelihood", "Samples", "Learning curves")))
+    if shipped("tune/default.json", "tune/ar.json"):
+        put("tune", tune_section("models/tune/default.json"))
+        put("tune_ar", tune_section("models/tune/ar.json"))
+    if shipped("judge.npz"):
+        put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
+                                      "models/long60k/diffusion.npz", "models/long60k/ar.npz",
+                                      "models/wide/diffusion.npz"]))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", action="store_true", help="only regenerate the file table")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the file table is stale")
     p.add_argument("--reuse", action="store_true", help="format the JSON already in runs/readme/ instead of training")
     p.add_argument("--bench", action="store_true", help="also rerun scripts/bench.py for the speed table")
+    p.add_argument("--shipped", action="store_true", help="only the file table and the sections of models/")
     args = p.parse_args()
     pages = {}
     for path in PAGES:
@@ -366,7 +389,7 @@ def main():
                 return
         raise SystemExit(f"update_readme: no page has a section '{name}'")
     put("files", file_table())
-    if not args.files:
+    if not (args.files or args.shipped):
         os.makedirs(RUNS, exist_ok=True)
         runs = []
         for script, label in TRAINERS:
@@ -400,7 +423,6 @@ def main():
         # the 20,000- and 60,000-step runs (the README gives their commands): formatted, never retrained here
         have = lambda folder, *files: all(os.path.exists(os.path.join(ROOT, "runs", folder, f))  # noqa: E731
                                           for f in files)
-        shipped = lambda *files: all(os.path.exists(os.path.join(ROOT, "models", f)) for f in files)  # noqa: E731
         if have("long", "diffusion.npz", "diffusion.json"):
             put("long", long_table(refresh_long_samples(
                 os.path.join(ROOT, "runs", "long", "diffusion.json"))))
@@ -408,21 +430,9 @@ def main():
             put("compare_long", compare_section(
                 "runs/long/ar.npz", "runs/long/diffusion.npz", "runs/long/compare.json",
                 ("Training", "Test likelihood", "Samples", "Diffusion quality", "Learning curves")))
-        if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
-            put("compare_long60k", compare_section(
-                "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
-                ("Training", "Test likelihood", "Learning curves")))
-        if shipped("wide/diffusion.npz"):
-            put("compare_wide", compare_section(
-                "models/long60k/ar.npz", "models/wide/diffusion.npz", "models/wide/compare.json",
-                ("Training", "Test likelihood", "Samples", "Learning curves")))
-        if shipped("tune/default.json", "tune/ar.json"):
-            put("tune", tune_section("models/tune/default.json"))
-            put("tune_ar", tune_section("models/tune/ar.json"))
-        if shipped("judge.npz"):
-            put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
-                                          "models/long60k/diffusion.npz", "models/long60k/ar.npz",
-                                          "models/wide/diffusion.npz"]))
+        shipped_sections(put)
+    elif args.shipped:
+        shipped_sections(put)
     if args.bench:
         print("running scripts/bench.py ...", flush=True)
         put("bench", bench_table())
