@@ -82,12 +82,14 @@ def main():
         fail("--ar-checkpoint makes a row of generative NLL: it needs --judge, an AR model trained with another seed")
     model, meta, _ = load_checkpoint(args.checkpoint, checkpoint.DENOISERS,
                                      "the sampler table (an AR model goes in --judge or --ar-checkpoint)")
+    ar, ar_meta, _ = load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint") if args.ar_checkpoint \
+        else (None, None, None)
     judge = None
     if args.judge:
         judge, judge_meta, _ = load_checkpoint(args.judge, checkpoint.AR, "--judge")
-        for path in filter(None, [args.checkpoint, args.ar_checkpoint]):
-            check_judge(args.judge, judge_meta, path, load_checkpoint(path)[1])
-    ar = load_checkpoint(args.ar_checkpoint, checkpoint.AR, "--ar-checkpoint")[0] if args.ar_checkpoint else None
+        for path, judged in [(args.checkpoint, meta), (args.ar_checkpoint, ar_meta)]:
+            if path:
+                check_judge(args.judge, judge_meta, path, judged)
     if max(args.steps) > model.L:
         fail(f"--steps must be at most L={model.L}, got {max(args.steps)}")
     args.names = recorded_names(args.checkpoint, meta, args.names)
