@@ -296,16 +296,29 @@ def save_or_rescue(path, write):
 
 
 # ----------------------------------------------------------------------------- checkpoints: their kind and data
-def load_checkpoint(path, kinds=None, use=""):
-    """checkpoint.load(path): (model, meta, training state), or one line on stderr and exit 2. kinds: the model
-    kinds the caller can use (None: any); `use` says what for, in the message."""
+def read_checkpoint(path):
+    """checkpoint.load(path): (model with the trained weights, meta, training state), or one line on stderr and
+    exit 2. What a resumed run starts from."""
     try:
-        model, meta, training = checkpoint.load(path)
+        return checkpoint.load(path)
     except checkpoint.CheckpointError as e:
         fail(str(e))
+
+
+def load_checkpoint(path, kinds=None, use=""):
+    """read_checkpoint, for a tool that samples or scores the model: a mid-run checkpoint of an --ema run holds
+    the trained weights and their moving average; the model gets the average, the weights training would end with
+    (a finished run's file holds only those). kinds: the model kinds the caller can use (None: any); `use` says
+    what for, in the message. Returns (model, meta, training state)."""
+    model, meta, training = read_checkpoint(path)
     if kinds is not None and model.config["kind"] not in kinds:
         fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs "
              f"{' or '.join(checkpoint.NAMES[k] for k in kinds)}")
+    if training["ema"]:
+        average = tl.optim.ExponentialMovingAverage(model.parameters())
+        average.load_state_dict(training["ema"])
+        average.copy_to()
+        note(f"{path} is a mid-run checkpoint (step {meta['step']}): using its moving average of the weights")
     return model, meta, training
 
 
@@ -400,7 +413,7 @@ def _resume(args, kind):
     """Model, TrainConfig, start step and training state (checkpoint.load's) from the checkpoint of an
     interrupted run of this trainer's `kind`; sets args.names and args.L to the run's own data (another --names
     or --L: exit 2)."""
-    model, meta, training = load_checkpoint(args.resume)
+    model, meta, training = read_checkpoint(args.resume)
     if model.config["kind"] != kind:
         other = TRAINERS.get(model.config["kind"], "its own trainer")
         fail(f"{args.resume} holds {checkpoint.describe(meta)}; this script trains {checkpoint.NAMES[kind]} "
@@ -408,15 +421,15 @@ def _resume(args, kind):
     saved = meta["extra"].get("train")
     if saved is None or "engine_rng" not in meta["extra"]:
         fail(f"{args.resume}: this checkpoint has no training state to resume from")
-    if not training["optimizer"]:
-        fail(f"{args.resume}: this checkpoint has no optimizer state to resume from (one written before attention's "
-             f"key projection lost its bias still samples and evaluates, but cannot be resumed)")
     if meta["extra"].get("stopped_early"):
         fail(f"{args.resume} stopped early at step {meta['step']} (its weights are the best validated ones, not the "
              f"last trained); nothing to resume (a longer run is a new run: another --out)")
     if meta["step"] >= saved["steps"]:
         fail(f"{args.resume} has finished its {saved['steps']} steps; nothing to resume (a longer run is a new run: "
              f"--steps N with another --out)")
+    if not training["optimizer"]:
+        fail(f"{args.resume}: this checkpoint has no optimizer state to resume from (one written before attention's "
+             f"key projection lost its bias still samples and evaluates, but cannot be resumed)")
     if args.L not in (None, model.L):
         fail(f"{args.resume} was trained with L={model.L}; a resumed run keeps it (drop --L)")
     recorded = meta["extra"].get("data")
@@ -476,9 +489,13 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
     resume, exit 130; a non-finite loss or a worker process that died or raised: one line, exit 1 (the last
     checkpoint stays). validate(model) -> validation nats/char enables early stopping when
     cfg.eval_every > 0 (the model ends with its best weights). training: checkpoint.load's training state to
-    resume from, or None. Returns (train result, save) where save(step, optimizer, ema, **figures) writes the
+    resume from, or None. Returns (train result, save_finished) where save_finished(**figures) writes the
     checkpoint again with extra figures (to a printed fallback file if args.out cannot be written after all,
-    which then becomes args.out)."""
+    which then becomes args.out).
+
+    Mid-run checkpoints carry what a resume needs: Adam's two moments and the average's state, three times the
+    weights. A finished run cannot be resumed (a longer run is a new run), so its file keeps the weights alone:
+    the ones training ended with (the average, or the best validated)."""
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
 
@@ -505,12 +522,15 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
               f"{same_workers}", file=sys.stderr)
         sys.exit(130)
     ended.update(stopped_early=result["stopped_early"])
-    save(result["last_step"], result["optimizer"], result["ema"])    # the weights kept (the best), before testing
+
+    def save_finished(**figures):
+        save(result["last_step"], None, None, **figures)
+    save_finished()                                       # the weights kept (the best), before testing
     print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
     if result["best_step"] is not None:
         print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "
               f"(kept those weights{'; stopped early' if result['stopped_early'] else ''})")
-    return result, save
+    return result, save_finished
 
 
 def objective(model, cfg, data):
@@ -536,7 +556,7 @@ def train_and_test(args, data, model, cfg, start_step=0, training=None, orders=(
     NELBO and the fixed-`orders` likelihoods of a denoiser), save the checkpoint with the figures and the
     validation curve. Returns dict(result, likelihood, unigram, test)."""
     loss, validate, metric = objective(model, cfg, data)
-    result, save = fit(args, model, cfg, data, loss, start_step, training, validate, metric)
+    result, save_finished = fit(args, model, cfg, data, loss, start_step, training, validate, metric)
     with worker_errors(args.out), model_pool(model, args.workers, rows=len(data.test)) as pool:
         figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
                                      orders=orders, pool=pool)
@@ -545,8 +565,7 @@ def train_and_test(args, data, model, cfg, start_step=0, training=None, orders=(
     main = figures.get("nll") or figures["nelbo"]
     test = dict(nll=main["nll"], se=main["se"]) if "nll" in figures else \
         dict(nelbo=main["nll"], se=main["se"], repeats=main["repeats"], method=main["method"])
-    save(result["last_step"], result["optimizer"], result["ema"], test=test, likelihood=figures,
-         validation=result["validation"], best_step=result["best_step"])
+    save_finished(test=test, likelihood=figures, validation=result["validation"], best_step=result["best_step"])
     print(f"saved {args.out}")
     return dict(result=result, likelihood=figures, unigram=unigram, test=test)
 

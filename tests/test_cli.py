@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
 
+import tinygrad_lite as tl
 from diffusion import checkpoint, cli
 from diffusion.cli import trainer_parser
 from diffusion.data import DEFAULT_NAMES, SPLIT_RULE, load_names
@@ -95,10 +96,11 @@ def test_a_fresh_run_never_replaces_a_checkpoint(runs, tmp_path):
 
 
 def interrupted(source, target, step):
-    """A copy of checkpoint `source` that says it stopped at `step`, as a Ctrl-C there would have left it."""
-    meta = checkpoint.read_meta(str(source))
-    meta["step"] = step
-    return rewrite_meta(source, target, meta)
+    """Finished checkpoint `source` as a Ctrl-C at `step` would have left it: that step, and an optimizer state to
+    resume from (a fresh AdamW's; a finished run's file keeps none)."""
+    model, meta, _ = checkpoint.load(str(source))
+    checkpoint.save(str(target), model, tl.optim.AdamW(model.parameters()), step, meta["extra"])
+    return str(target)
 
 
 def rewrite_meta(source, target, meta):
@@ -107,6 +109,15 @@ def rewrite_meta(source, target, meta):
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(target, **arrays)
     return str(target)
+
+
+@pytest.mark.scripts
+def test_a_finished_run_keeps_its_weights_alone(runs):
+    """No Adam moments, no average: it cannot be resumed, and they would triple the file (tests/test_checkpoint
+    shows a mid-run checkpoint keeps both)."""
+    for name in ("transformer.npz", "ar.npz"):
+        with np.load(runs / name) as f:
+            assert f.files and all(k.startswith("model/") or k == "meta" for k in f.files), f.files
 
 
 @pytest.mark.scripts
@@ -187,6 +198,25 @@ def test_tools_that_need_one_kind_say_so(runs):
                 "scripts/judge.py": [str(runs / "ar.npz")]}.get(script, ["--checkpoint", str(runs / "transformer.npz")])
         line = one_line_error(run_script(script, *args, flag, str(runs / "transformer.npz")))
         assert "holds a Transformer denoiser" in line and flag in line
+
+
+def test_tools_use_the_average_of_a_mid_run_ema_checkpoint_and_a_resume_the_trained_weights(runs, tmp_path, capsys):
+    model, meta, _ = checkpoint.load(str(runs / "transformer.npz"))
+    ema = tl.optim.ExponentialMovingAverage(model.parameters(), 0.99)
+    trained = {k: v.copy() for k, v in model.state_dict().items()}
+    for p in model.parameters():                                   # the average drifts away from the weights
+        p.data += 1.0
+    ema.update()
+    model.load_state_dict(trained)
+    path = str(tmp_path / "mid.npz")
+    checkpoint.save(path, model, tl.optim.AdamW(model.parameters()), 2, meta["extra"], ema)
+    used, _, _ = cli.load_checkpoint(path)
+    assert "using its moving average" in capsys.readouterr().err
+    for (name, w), s in zip(used.named_parameters(), ema.shadow):
+        assert np.array_equal(w.data, s) and not np.array_equal(s, trained[name]), name
+    resumed, _, _ = cli.read_checkpoint(path)
+    assert all(np.array_equal(v, trained[k]) for k, v in resumed.state_dict().items())
+    assert capsys.readouterr().err == ""
 
 
 @pytest.fixture(scope="module")
