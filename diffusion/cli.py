@@ -65,6 +65,15 @@ def fraction(text):
     return value
 
 
+def mask_count_power(text):
+    """--k-power, in [-4, 4]: the row weights 1/(k q(k)) span a factor of about L^|P|; beyond that a few rows of a
+    batch would carry all of its loss."""
+    value = _number(float, -math.inf)(text)
+    if abs(value) > 4:
+        raise argparse.ArgumentTypeError(f"{text} must be between -4 and 4")
+    return value
+
+
 positive_int = _number(int, 0, what="a whole number")
 whole_number = _number(int, 0, inclusive=True, what="a whole number")
 positive_float = _number(float, 0.0)
@@ -173,6 +182,11 @@ def trainer_parser(description, **defaults):
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
                        help="dropout rate in the Transformer blocks")
+    if "k_power" in d:
+        p.add_argument("--k-power", type=mask_count_power, default=None,
+                       help=f"objective exact_k: draw the number of masks k from q(k) ∝ k^P, weighting rows by "
+                            f"1/(k q(k)); 0 is uniform (default {d['k_power']:g} with exact_k)")
+        p.set_defaults(default_k_power=d["k_power"])
     if "time_input" in d:
         p.add_argument("--time-input", action="store_true", default=d["time_input"],
                        help="condition the denoiser on t (needs --objective nelbo or simple)")
@@ -452,6 +466,17 @@ def check_length(data):
              f"hold PAD; use --L between {data.longest} and {most}")
 
 
+def k_power(args):
+    """Resolve --k-power for a fresh run of a trainer that has it: the script's default with objective exact_k,
+    0 otherwise; given with another objective, one line (it would be silently ignored)."""
+    if not hasattr(args, "k_power"):
+        return
+    if args.k_power is None:
+        args.k_power = args.default_k_power if args.objective == "exact_k" else 0.0
+    elif args.objective != "exact_k" and args.k_power != 0:
+        fail(f"--k-power shapes the mask counts of --objective exact_k, not of {args.objective}")
+
+
 def prepare(args, make_model, kind):
     """Data, then the model and its TrainConfig: fresh (seeded) or resumed from --resume (same kind only), with
     the outputs checked before any training. Returns (data, model, cfg, start_step, training state)."""
@@ -471,6 +496,7 @@ def prepare(args, make_model, kind):
             model = make_model(args)
         except ValueError as e:                                     # e.g. --dim not divisible by --heads
             fail(str(e))
+        k_power(args)
         cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
         start_step, training = 0, {}
     if cfg.batch_size > len(data.train):
@@ -544,7 +570,7 @@ def objective(model, cfg, data):
     schedule = get_schedule(cfg.schedule)
 
     def noise(model, x0, rng):
-        return prepare_noise(model, x0, schedule, rng, cfg.objective)
+        return prepare_noise(model, x0, schedule, rng, cfg.objective, cfg.k_power)
 
     def validate(model):
         return nelbo(model, data.val, schedule, seed=cfg.seed, min_repeats=2, max_repeats=2)["nelbo"]

@@ -45,6 +45,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     objective: str = "nelbo"
     schedule: str = "cosine"
+    k_power: float = 0.0         # objective exact_k: mask counts drawn from q(k) ∝ k^k_power (loss.mask_counts)
     seed: int = 0
     log_every: int = 100
     eval_every: int = 0          # validate every N steps (0: never); needs train(..., validate=...)

@@ -22,7 +22,7 @@ import tinygrad_lite as tl  # noqa: E402
 from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail,  # noqa: E402
-                           load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
+                           k_power, load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
                            train_and_test, trainer_parser, worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
@@ -41,7 +41,7 @@ KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=args.dim
 
 def parse_args():
     p = trainer_parser(__doc__.splitlines()[0], steps=2000, batch_size=128, lr=3e-3, ema=0.999, objective="exact_k",
-                       dim=64, layers=4, heads=4, dropout=0.0, eval_every=500, out="runs/compare")
+                       k_power=-0.5, dim=64, layers=4, heads=4, dropout=0.0, eval_every=500, out="runs/compare")
     p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
     p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")
@@ -52,6 +52,7 @@ def parse_args():
     if args.resume:
         fail("compare.py does not resume; train with scripts/train_ar.py or scripts/train.py --resume, then "
              "pass --ar-checkpoint / --diffusion-checkpoint")
+    k_power(args)
     prefix = args.out or args.default_out
     args.out_prefix = prefix[:-4] if prefix.endswith(".npz") else prefix
     trains = not (args.ar_checkpoint and args.diffusion_checkpoint)

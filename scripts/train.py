@@ -22,7 +22,8 @@ def make_model(args):
 
 if __name__ == "__main__":
     # objective exact_k: the NELBO through its exact identity (no time input needed), measured to train faster
-    # than sampling t (README, "Training objectives").
+    # than sampling t, and faster again with mask counts drawn from q(k) ∝ k^-0.5 (docs/results.md, "Training
+    # objectives" and "Tuning the default run").
     script_main(lambda: run(__doc__.splitlines()[0], make_model, "transformer", steps=2000, batch_size=128, lr=3e-3,
-                            ema=0.999, objective="exact_k", dim=64, layers=4, heads=4, dropout=0.0, time_input=False,
-                            out="runs/transformer.npz"))
+                            ema=0.999, objective="exact_k", k_power=-0.5, dim=64, layers=4, heads=4, dropout=0.0,
+                            time_input=False, out="runs/transformer.npz"))

@@ -31,13 +31,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 3,000 x 64 run that was the default when the first sweep ran; the settings column of the table says so).
 BASE = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3", "--ema", "0"]
 BATCH128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3", "--ema", "0"]
+BATCH128_EMA = BATCH128 + ["--ema", "0.999"]
+# The denoiser's variants draw the mask count k uniformly, as every sweep did before --k-power existed, unless
+# they say otherwise (a later flag wins); the AR trainer has no such flag.
+DENOISER = ["--k-power", "0"]
 VARIANTS = {
     "default": (BASE, "3,000 steps of 64 at lr 2e-3, no average"),
     "lr3e-3": (BASE + ["--lr", "3e-3"], "a higher peak learning rate"),
     "min_lr0": (BASE + ["--min-lr-ratio", "0"], "cosine decay to 0 instead of to 0.1 of the peak"),
     "ema": (BASE + ["--ema", "0.999"], "a moving average of the weights, decay 0.999 (warmed up)"),
     "batch128": (BATCH128, "twice the batch for two thirds of the steps (about the same time on 2 cores)"),
-    "batch128_ema": (BATCH128 + ["--ema", "0.999"], "batch128 with the moving average"),
+    "batch128_ema": (BATCH128_EMA, "batch128 with the moving average"),
+    "k_power-0.25": (BATCH128_EMA + ["--k-power", "-0.25"], "batch128_ema, mask counts k drawn from q(k) ∝ k^-0.25"),
+    "k_power-0.5": (BATCH128_EMA + ["--k-power", "-0.5"], "batch128_ema, q(k) ∝ k^-0.5: more rows with few masks"),
+    "k_power-1": (BATCH128_EMA + ["--k-power", "-1"], "batch128_ema, q(k) ∝ 1/k: every row weighs the same"),
+    "k_power+0.5": (BATCH128_EMA + ["--k-power", "0.5"], "batch128_ema, q(k) ∝ k^0.5: more rows with many masks"),
     "batch256": (["--steps", "1000", "--batch-size", "256", "--lr", "4e-3", "--ema", "0"],
                  "four times the batch for a third of the steps"),
     "wide2": (BATCH128 + ["--dim", "128", "--layers", "2"], "width 128 and 2 blocks instead of 64 and 4, as batch128"),
@@ -70,7 +78,7 @@ def settings(row):
     train, model = row["train"], row["model"]
     parts = [f"{train['steps']} x {train['batch_size']}", f"lr {train['lr']:g}"]
     parts += [f"{label} {train[key]:g}" for key, label in (("min_lr_ratio", "final lr ratio"), ("ema", "ema"),
-                                                           ("weight_decay", "weight decay"))
+                                                           ("weight_decay", "weight decay"), ("k_power", "k-power"))
               if train.get(key, 0) != TrainConfig.__dataclass_fields__[key].default]
     parts += [f"width {model['dim']}, {model['layers']} blocks"] if (model.get("dim"), model.get("layers")) != (64, 4) \
         else []
@@ -125,6 +133,10 @@ def main():
             print(f"{name}: already in {args.json}")
             continue
         flags, what = VARIANTS[name]
+        if args.trainer == "train":
+            flags = DENOISER + flags
+        elif "--k-power" in flags:
+            fail(f"variant {name} sets the denoiser's --k-power; scripts/{args.trainer}.py has no such flag")
         print(f"{name}: {what} ({' '.join(flags) or 'defaults'}) ...", flush=True)
         row = run_variant(args.trainer, name, flags + args.also.split(), args.eval_every, args.workers)
         rows.append(dict(row, about=what))

@@ -429,7 +429,7 @@ def test_documented_commands_read_checkpoints_an_earlier_command_writes(doc):
 
 
 # ----------------------------------------------------------------------------- 8. flag values
-@given(flag=st.sampled_from(["--steps", "--batch-size", "--lr", "--L", "--warmup", "--weight-decay"]),
+@given(flag=st.sampled_from(["--steps", "--batch-size", "--lr", "--L", "--warmup", "--weight-decay", "--k-power"]),
        value=st.text(max_size=8) | st.integers(-5, 5).map(str) | st.floats(allow_nan=True).map(str))
 @example(flag="--lr", value="nan")
 @example(flag="--lr", value="inf")
@@ -440,15 +440,32 @@ def test_cli_values_parse_or_exit_2(flag, value):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = trainer_parser("test").parse_args([flag, value])
+            args = trainer_parser("test", k_power=-0.5).parse_args([flag, value])
     except SystemExit as e:
         assert e.code == 2 and "error: argument" in err.getvalue()
         return
     parsed = getattr(args, flag[2:].replace("-", "_"))
     if flag in ("--steps", "--batch-size", "--L", "--lr"):
         assert parsed > 0
+    elif flag == "--k-power":
+        assert -4 <= parsed <= 4
     else:
         assert parsed >= 0
+
+
+@pytest.mark.parametrize("flags, k_power", [(["--objective", "exact_k"], -0.5), (["--objective", "nelbo"], 0.0),
+                                            (["--objective", "exact_k", "--k-power", "0"], 0.0),
+                                            (["--objective", "simple", "--k-power", "0"], 0.0),
+                                            (["--objective", "nelbo", "--k-power", "-1"], None)])
+def test_k_power_is_the_scripts_default_for_exact_k_and_refused_with_another_objective(flags, k_power, capsys):
+    args = trainer_parser("test", k_power=-0.5).parse_args(flags)
+    if k_power is None:
+        with pytest.raises(SystemExit) as e:
+            cli.k_power(args)
+        assert e.value.code == 2 and "--k-power shapes the mask counts of --objective exact_k" in capsys.readouterr().err
+    else:
+        cli.k_power(args)
+        assert args.k_power == k_power
 
 
 @pytest.mark.scripts

@@ -128,8 +128,14 @@ def test_tune_ranks_variants_on_validation_and_continues_an_interrupted_sweep(tm
     assert rows[1]["train"]["min_lr_ratio"] == 0 and rows[0]["train"]["min_lr_ratio"] == 0.1
     ranked = sorted(rows, key=lambda row: row["best_validation"])
     assert r.stdout.index(f"`{ranked[0]['variant']}`") < r.stdout.index(f"`{ranked[1]['variant']}`")
-    r = run_script("scripts/tune.py", "--variants", "default,ema", *also)
+    r = run_script("scripts/tune.py", "--variants", "default,k_power-1", *also)
     assert r.returncode == 0 and "default: already in" in r.stdout, r.stderr
-    assert [row["variant"] for row in json.load(open(out))["rows"]] == ["default", "min_lr0", "ema"]
+    rows = json.load(open(out))["rows"]
+    assert [row["variant"] for row in rows] == ["default", "min_lr0", "k_power-1"]
+    assert [row["train"]["k_power"] for row in rows] == [0, 0, -1]          # uniform k unless a variant says
+    assert "k-power -1" in r.stdout
     r = run_script("scripts/tune.py", "--json", out, "--show")
     assert r.returncode == 0 and "3 variants of `scripts/train.py`, ranked." in r.stdout and "..." not in r.stdout
+    r = run_script("scripts/tune.py", "--trainer", "train_ar", "--variants", "k_power-1", *also[:2])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: variant k_power-1 sets the denoiser's --k-power; scripts/train_ar.py has no such flag"], r.stderr
