@@ -28,7 +28,8 @@ OBJECTIVES = ("nelbo", "exact_k", "simple")
 def mask_counts(B, L, rng, k_power=0.0):
     """k (B,) masks per row for 'exact_k', drawn from q(k) ∝ k^k_power on 1..L, and each row's weight 1 / (k q(k))
     (L / k for uniform q, k_power = 0). Stratified: the B rows take the quantiles of B evenly spaced points
-    (process.sample_times), so each k is drawn B q(k) times give or take one."""
+    (process.sample_times), so each k is drawn B q(k) times give or take one; the first rows get the small k, so
+    the rows must come in random order (trainer.batch_indices shuffles them) for each to see k ~ q."""
     ks = np.arange(1, L + 1)
     q = ks ** float(k_power)
     q /= q.sum()
