@@ -8,9 +8,9 @@
     NELBO(x0) = sum_{k=1..L} (1/k) E_{|M| = k} [ sum_{i in M} -log p(x0_i | x0 with M masked) ]
               = E_{k ~ q} [ 1 / (k q(k)) * E_{|M| = k} [ sum_{i in M} -log p(x0_i | x0 with M masked) ] ]
   for any distribution q(k) on 1..L: exactly k masks instead of a random count, k stratified across the batch.
-  q only changes the estimate's variance, as the noise schedule does for 'nelbo' (it is the discrete form of
-  the schedule). Uniform q gives the weight L / k; the trainers draw q(k) ∝ k^k_power, and a negative power
-  (more rows with few masks) measured to train faster (docs/results.md, "Tuning the default run").
+  q only changes the variance of the estimate and its gradient (importance sampling), as the noise schedule does
+  for 'nelbo'. Uniform q gives the weight L / k; the trainers draw q(k) ∝ k^k_power, and a negative power (more
+  rows with few masks, each weighted less) measured to train faster (docs/results.md, "Tuning the default run").
 'simple': the classic script's objective, the mean cross-entropy over masked positions with no weight.
   Not a likelihood bound; offered so the two can be compared.
 """
