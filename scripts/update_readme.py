@@ -30,7 +30,8 @@ RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the
 JUDGE = os.path.join("runs", "readme", "judge.npz")  # the AR model, seed 1, scoring samples (relative: it is printed)
 SHIPPED_JUDGE = os.path.join("models", "judge.npz")  # the stronger shipped judge (20,000 steps, seed 1)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
-OBJECTIVES = [("exact_k", "exact_k (default)"), ("nelbo", "nelbo, cosine schedule"),
+OBJECTIVES = [("exact_k", "exact_k, q(k) ∝ k^-0.5 (default)"), ("exact_k_uniform", "exact_k, uniform k"),
+              ("nelbo", "nelbo, cosine schedule"),
               ("nelbo_linear", "nelbo, linear schedule"),
               ("simple", "simple"), ("time_input", "nelbo, cosine, with time input")]
 
@@ -74,7 +75,8 @@ def run_trainer(script, json_path, *flags):
 
 
 def objective_flags(name):
-    return {"nelbo_linear": ["--objective", "nelbo", "--schedule", "linear"],
+    return {"exact_k_uniform": ["--objective", "exact_k", "--k-power", "0"],
+            "nelbo_linear": ["--objective", "nelbo", "--schedule", "linear"],
             "time_input": ["--objective", "nelbo", "--time-input"]}.get(name, ["--objective", name])
 
 
@@ -343,6 +345,86 @@ def bench_table():
     return f"{table.strip()}\n\n{machine.replace('machine: ', 'Measured on: ')}."
 
 
+CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long60k/compare.json"),
+             ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"), ("judge", None)]
+
+
+def shipped_runs():
+    """(name, figures JSON, compare.json path or None) of each long run shipped in models/, in CROSSOVER's order."""
+    for name, compare in CROSSOVER:
+        path = os.path.join(ROOT, "models", f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                yield name, json.load(f), compare
+
+
+def crossover_section():
+    """The shipped long runs side by side (models/*.json, and the fixed-order exact NLLs that compare.py wrote beside
+    them): each model's compute, its best validation figure and its test figure, and whether diffusion's tightest
+    exact bound has gone below the best AR test NLL."""
+    rows, best_ar, best_bound = [], None, None
+    for name, r, compare in shipped_runs():
+        t, m, ar = r["train"], r["model"], r["model"]["kind"] == "ar_transformer"
+        test, bound = (r["test"]["nll"] if ar else r["test"]["nelbo"]), None
+        if not ar and compare and os.path.exists(os.path.join(ROOT, "models", compare)):
+            with open(os.path.join(ROOT, "models", compare)) as f:
+                fixed = json.load(f)["info"]["diffusion"]["likelihood"]
+            bound = min(v["nll"] for k, v in fixed.items() if k != "nelbo")
+        best_val = min(v for _, v in r["validation"])
+        if ar and (best_ar is None or test < best_ar[0]):
+            best_ar = (test, name)
+        if bound is not None and (best_bound is None or bound < best_bound[0]):
+            best_bound = (bound, name)
+        regular = ", ".join(f"{label} {t[key] if key in t else m[key]:g}" for key, label in
+                            (("dropout", "dropout"), ("weight_decay", "weight decay"), ("ema", "ema"))
+                            if (t.get(key) or m.get(key)))
+        rows.append(f"| `models/{name}.npz` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
+                    f"{t['steps']:,} x {t['batch_size']} | {r['train_seconds'] / 60:.0f} min | {regular or '-'} | "
+                    f"{best_val:.4f} at {r['best_step']:,} | **{test:.4f}** | "
+                    f"{'-' if bound is None else f'{bound:.4f}'} |")
+    table = ["| model | kind | width | parameters | steps x batch | train time | regularization | best validation "
+             "(step) | test NLL / NELBO | tightest exact bound |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+             *rows]
+    gap = best_bound[0] - best_ar[0]
+    verdict = (f"The tightest exact diffusion bound ({best_bound[0]:.4f}, `models/{best_bound[1]}.npz`) is "
+               f"{'below' if gap < 0 else 'above'} the best AR test NLL ({best_ar[0]:.4f}, `models/{best_ar[1]}.npz`) "
+               f"by {abs(gap):.4f} nats/char ({100 * gap / best_ar[0]:+.1f}%): "
+               + ("the crossover is reached." if gap < 0 else "no crossover at this compute."))
+    return "\n\n".join(["\n".join(table), textwrap.fill(verdict, width=110), crossover_curves()])
+
+
+def crossover_curves():
+    """Validation figures of the shipped long runs every 5,000 steps (nats/char; blank where a run had stopped)."""
+    runs = {name: dict(r["validation"]) for name, r, _ in shipped_runs()}
+    steps = sorted({s for curve in runs.values() for s in curve if s % 5000 == 0})
+    rows = [f"| {s:,} | {s * 64 / 28800:.0f} | " + " | ".join(f"{runs[n][s]:.4f}" if s in runs[n] else ""
+                                                                for n in runs) + " |" for s in steps]
+    return "\n".join([f"| step | epochs (x 64) | {' | '.join(f'`{n}`' for n in runs)} |",
+                      "|---:|---:|" + "---:|" * len(runs), *rows])
+
+
+def shipped_commands():
+    """The trainer command of each shipped model, rebuilt from its JSON: every setting a script sets itself is
+    spelled out, so the command still makes that model when the scripts' defaults change."""
+    sys.path.insert(0, ROOT)
+    from diffusion.trainer import TrainConfig
+    defaults, lines = TrainConfig(), []
+    for name, r, _ in shipped_runs():
+        t, m, ar = r["train"], r["model"], r["model"]["kind"] == "ar_transformer"
+        always = ["steps", "batch_size", "lr", "weight_decay", "ema", "seed", "eval_every", "patience"] + \
+            ([] if ar else ["objective", "k_power"])
+        flags = [(k, t.get(k, getattr(defaults, k))) for k in always]
+        flags += [(k, t[k]) for k in ("warmup", "min_lr_ratio", "grad_clip", "schedule")
+                  if t.get(k, getattr(defaults, k)) != getattr(defaults, k)]
+        flags += [(k, m[k]) for k in ("dim", "layers", "heads", "dropout")]
+        words = [f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
+                 for k, v in flags] + ["--save-every 1000", f"--out models/{name}.npz", f"--json models/{name}.json"]
+        units = [f"python\0scripts/{'train_ar' if ar else 'train'}.py"] + [w.replace(" ", "\0") for w in words]
+        wrapped = textwrap.wrap(" ".join(units), width=100, break_on_hyphens=False)     # a flag keeps its value
+        lines.append(" \\\n    ".join(wrapped).replace("\0", " "))
+    return "```bash\n" + "\n".join(lines) + "\n```"
+
+
 def shipped_sections(put):
     """The sections made from the models that ship in models/ (never retrained here): the 60,000-step pair, the
     width-128 run, the tuning sweeps and the judged samples."""
@@ -351,17 +433,20 @@ def shipped_sections(put):
         put("compare_long60k", compare_section(
             "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
             ("Training", "Test likelihood", "Learning curves")))
-    if shipped("wide/diffusion.npz"):
+    if shipped("wide/diffusion.npz"):                    # against the AR of the same width once it is shipped
         put("compare_wide", compare_section(
-            "models/long60k/ar.npz", "models/wide/diffusion.npz", "models/wide/compare.json",
+            "models/wide/ar.npz" if shipped("wide/ar.npz") else "models/long60k/ar.npz", "models/wide/diffusion.npz",
+            "models/wide/compare.json",
             ("Training", "Test likelihood", "Samples", "Learning curves")))
+    put("crossover", crossover_section())
+    put("shipped_commands", shipped_commands())
     if shipped("tune/default.json", "tune/ar.json"):
         put("tune", tune_section("models/tune/default.json"))
         put("tune_ar", tune_section("models/tune/ar.json"))
     if shipped("judge.npz"):
         put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
                                       "models/long60k/diffusion.npz", "models/long60k/ar.npz",
-                                      "models/wide/diffusion.npz"]))
+                                      "models/wide/diffusion.npz", "models/wide/ar.npz"]))
 
 
 def main():
