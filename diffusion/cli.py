@@ -66,8 +66,8 @@ def fraction(text):
 
 
 def mask_count_power(text):
-    """--k-power, in [-4, 4]: the row weights 1/(k q(k)) span a factor of about L^|P|; beyond that a few rows of a
-    batch would carry all of its loss."""
+    """--k-power, in [-4, 4]: the row weights 1/(k q(k)) ∝ k^-(1+P) span a factor of about L^|1+P|, and beyond
+    that range a few rows of a batch would carry all of its loss."""
     value = _number(float, -math.inf)(text)
     if abs(value) > 4:
         raise argparse.ArgumentTypeError(f"{text} must be between -4 and 4")
@@ -182,7 +182,7 @@ def trainer_parser(description, **defaults):
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
                        help="dropout rate in the Transformer blocks")
-    if "k_power" in d:
+    if "k_power" in defaults:                    # the denoiser's trainers (TrainConfig's own field is in d for all)
         p.add_argument("--k-power", type=mask_count_power, default=None,
                        help=f"objective exact_k: draw the number of masks k from q(k) ∝ k^P, weighting rows by "
                             f"1/(k q(k)); 0 is uniform (default {d['k_power']:g} with exact_k)")
@@ -328,9 +328,14 @@ def load_checkpoint(path, kinds=None, use=""):
     if kinds is not None and model.config["kind"] not in kinds:
         fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs "
              f"{' or '.join(checkpoint.NAMES[k] for k in kinds)}")
-    if training["ema"]:
+    extra = meta["extra"]
+    mid_run = meta["step"] < extra.get("train", {}).get("steps", 0) and not extra.get("stopped_early")
+    if training["ema"] and mid_run:           # a finished file's weights are already the ones kept (or the best)
         average = tl.optim.ExponentialMovingAverage(model.parameters())
-        average.load_state_dict(training["ema"])
+        try:
+            average.load_state_dict(training["ema"])
+        except (KeyError, ValueError) as e:
+            fail(f"{path}: its moving average does not fit the model ({type(e).__name__}: {e})")
         average.copy_to()
         note(f"{path} is a mid-run checkpoint (step {meta['step']}): using its moving average of the weights")
     return model, meta, training

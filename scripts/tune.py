@@ -113,6 +113,10 @@ def main():
         fail(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     if args.eval_every < 1:
         fail(f"--eval-every must be at least 1, got {args.eval_every}")
+    denoiser_only = [v for v in names if "--k-power" in VARIANTS[v][0]]
+    if args.trainer == "train_ar" and denoiser_only:           # before any training, not halfway through a sweep
+        fail(f"variant {denoiser_only[0]} sets the denoiser's --k-power; scripts/train_ar.py has no such flag "
+             f"(pass --variants)")
     rows = []
     if args.show and not (args.json and os.path.exists(args.json)):
         fail("--show prints the table of an existing --json file")
@@ -135,10 +139,7 @@ def main():
             print(f"{name}: already in {args.json}")
             continue
         flags, what = VARIANTS[name]
-        if args.trainer == "train":
-            flags = DENOISER + flags
-        elif "--k-power" in flags:
-            fail(f"variant {name} sets the denoiser's --k-power; scripts/{args.trainer}.py has no such flag")
+        flags = DENOISER + flags if args.trainer == "train" else flags
         print(f"{name}: {what} ({' '.join(flags) or 'defaults'}) ...", flush=True)
         row = run_variant(args.trainer, name, flags + args.also.split(), args.eval_every, args.workers)
         rows.append(dict(row, about=what))

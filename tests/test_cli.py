@@ -200,7 +200,10 @@ def test_tools_that_need_one_kind_say_so(runs):
         assert "holds a Transformer denoiser" in line and flag in line
 
 
+@pytest.mark.scripts
 def test_tools_use_the_average_of_a_mid_run_ema_checkpoint_and_a_resume_the_trained_weights(runs, tmp_path, capsys):
+    """Only mid-run: a finished file written with its average (as runs before weights-only files were) keeps the
+    weights it ended with, the best validated ones with --eval-every."""
     model, meta, _ = checkpoint.load(str(runs / "transformer.npz"))
     ema = tl.optim.ExponentialMovingAverage(model.parameters(), 0.99)
     trained = {k: v.copy() for k, v in model.state_dict().items()}
@@ -216,6 +219,12 @@ def test_tools_use_the_average_of_a_mid_run_ema_checkpoint_and_a_resume_the_trai
         assert np.array_equal(w.data, s) and not np.array_equal(s, trained[name]), name
     resumed, _, _ = cli.read_checkpoint(path)
     assert all(np.array_equal(v, trained[k]) for k, v in resumed.state_dict().items())
+    assert capsys.readouterr().err == ""
+    finished = str(tmp_path / "finished.npz")
+    checkpoint.save(finished, model, tl.optim.AdamW(model.parameters()), meta["extra"]["train"]["steps"],
+                    meta["extra"], ema)
+    used, _, _ = cli.load_checkpoint(finished)
+    assert all(np.array_equal(v, trained[k]) for k, v in used.state_dict().items())
     assert capsys.readouterr().err == ""
 
 
@@ -451,6 +460,11 @@ def test_cli_values_parse_or_exit_2(flag, value):
         assert -4 <= parsed <= 4
     else:
         assert parsed >= 0
+
+
+def test_only_the_denoisers_trainers_have_k_power():
+    assert trainer_parser("x").parse_args([]).__dict__.get("k_power", "absent") == "absent"
+    assert trainer_parser("x", k_power=-0.5).parse_args([]).k_power is None          # resolved by cli.k_power
 
 
 @pytest.mark.parametrize("flags, k_power", [(["--objective", "exact_k"], -0.5), (["--objective", "nelbo"], 0.0),

@@ -136,6 +136,7 @@ def test_tune_ranks_variants_on_validation_and_continues_an_interrupted_sweep(tm
     assert "k-power -1" in r.stdout
     r = run_script("scripts/tune.py", "--json", out, "--show")
     assert r.returncode == 0 and "3 variants of `scripts/train.py`, ranked." in r.stdout and "..." not in r.stdout
-    r = run_script("scripts/tune.py", "--trainer", "train_ar", "--variants", "k_power-1", *also[:2])
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: variant k_power-1 sets the denoiser's --k-power; scripts/train_ar.py has no such flag"], r.stderr
+    r = run_script("scripts/tune.py", "--trainer", "train_ar", "--variants", "default,k_power-1", *also[:2])
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().splitlines() == [       # refused before training
+        "error: variant k_power-1 sets the denoiser's --k-power; scripts/train_ar.py has no such flag "
+        "(pass --variants)"], r.stderr
