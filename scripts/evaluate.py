@@ -20,9 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
-                           fail,
-                           load_checkpoint, load_data, model_pool, nonnegative_float, positive_float, positive_int,
-                           recorded_names, save_json, script_main, worker_errors, workers)
+                           fail, load_checkpoint, load_data, model_pool, nonnegative_float, positive_float,
+                           positive_int, recorded_names, save_json, script_main, worker_errors, workers)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
 

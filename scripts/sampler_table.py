@@ -23,8 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
                            comma_list, fail, load_checkpoint, load_data, model_pool, positive_float, positive_int,
-                           recorded_names,
-                           save_json, script_main, worker_errors, workers)
+                           recorded_names, save_json, script_main, worker_errors, workers)
 from diffusion.data import decode  # noqa: E402
 from diffusion.evaluation import own_nll, sample_chunked  # noqa: E402
 from diffusion.metrics import sample_report  # noqa: E402

@@ -29,17 +29,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (flags, what it tries). Every setting a sweep compares is spelled out, not left to the trainer's
 # defaults, so a sweep continued after the defaults changed still compares what it says (and `default` stays the
 # 3,000 x 64 run that was the default when the first sweep ran; the settings column of the table says so).
-BASE = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3", "--ema", "0"]
-BATCH128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3", "--ema", "0"]
-BATCH128_EMA = BATCH128 + ["--ema", "0.999"]
+STEPS64 = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3"]
+BASE = STEPS64 + ["--ema", "0"]
+STEPS128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3"]
+BATCH128, BATCH128_EMA = STEPS128 + ["--ema", "0"], STEPS128 + ["--ema", "0.999"]
 # The denoiser's variants draw the mask count k uniformly, as every sweep did before --k-power existed, unless
-# they say otherwise (a later flag wins); the AR trainer has no such flag.
-DENOISER = ["--k-power", "0"]
+# they set it; the AR trainer has no such flag.
+UNIFORM_K = ["--k-power", "0"]
 VARIANTS = {
     "default": (BASE, "3,000 steps of 64 at lr 2e-3, no average"),
     "lr3e-3": (BASE + ["--lr", "3e-3"], "a higher peak learning rate"),
     "min_lr0": (BASE + ["--min-lr-ratio", "0"], "cosine decay to 0 instead of to 0.1 of the peak"),
-    "ema": (BASE + ["--ema", "0.999"], "a moving average of the weights, decay 0.999 (warmed up)"),
+    "ema": (STEPS64 + ["--ema", "0.999"], "a moving average of the weights, decay 0.999 (warmed up)"),
     "batch128": (BATCH128, "twice the batch for two thirds of the steps (about the same time on 2 cores)"),
     "batch128_ema": (BATCH128_EMA, "batch128 with the moving average"),
     "k_power-0.25": (BATCH128_EMA + ["--k-power", "-0.25"], "batch128_ema, mask counts k drawn from q(k) ∝ k^-0.25"),
@@ -139,7 +140,8 @@ def main():
             print(f"{name}: already in {args.json}")
             continue
         flags, what = VARIANTS[name]
-        flags = DENOISER + flags if args.trainer == "train" else flags
+        if args.trainer == "train" and "--k-power" not in flags:
+            flags = UNIFORM_K + flags
         print(f"{name}: {what} ({' '.join(flags) or 'defaults'}) ...", flush=True)
         row = run_variant(args.trainer, name, flags + args.also.split(), args.eval_every, args.workers)
         rows.append(dict(row, about=what))
