@@ -36,9 +36,10 @@ class ARTransformer(Transformer):
     autoregressive = True
     time_input = False
 
-    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0):
-        super().__init__(L, dim, layers, heads, dropout, causal=True)
-        self.config = dict(kind="ar_transformer", L=L, dim=dim, layers=layers, heads=heads, dropout=dropout)
+    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0, mlp_ratio=4):
+        super().__init__(L, dim, layers, heads, dropout, causal=True, mlp_ratio=mlp_ratio)
+        self.config = dict(kind="ar_transformer", L=L, dim=dim, layers=layers, heads=heads, dropout=dropout,
+                           mlp_ratio=mlp_ratio)
 
     def forward(self, inputs):
         """inputs (B, T) token ids, T <= L (START first) -> logits (B, T, 27); position i sees inputs[:, :i+1]."""

@@ -8,7 +8,8 @@ MARKS = "*o+x#"
 def line_plot(x, curves, height=12, width=64, y_range=None):
     """Lines of text: each curve of `curves` ({label: y values over x}) drawn with its own mark on a
     height x width grid (later curves on top), the y range written at the top and bottom of the axis, the x
-    range under it, and a legend. y_range: (low, high) to clip to (default: the curves' own range)."""
+    range under it, and a legend. A curve shorter than x (a shorter run) is drawn over x[:len(y)] and stops
+    there. y_range: (low, high) to clip to (default: the curves' own range)."""
     x = np.asarray(x, dtype=np.float64)
     ys = {label: np.asarray(y, dtype=np.float64) for label, y in curves.items()}
     low, high = y_range or (min(y.min() for y in ys.values()), max(y.max() for y in ys.values()))
@@ -16,7 +17,8 @@ def line_plot(x, curves, height=12, width=64, y_range=None):
     grid = [[" "] * width for _ in range(height)]
     columns = np.linspace(x.min(), x.max(), width)
     for mark, y in zip(MARKS, ys.values()):
-        at = np.interp(columns, x, y)                               # the curve at each column's x
+        covered = columns <= x[len(y) - 1]                          # the columns this curve reaches
+        at = np.interp(columns[covered], x[:len(y)], y)             # the curve at each of their x
         rows = np.rint((high - np.clip(at, low, high)) / (high - low) * (height - 1)).astype(int)
         for column, row in enumerate(rows):
             grid[row][column] = mark

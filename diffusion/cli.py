@@ -179,6 +179,8 @@ def trainer_parser(description, **defaults):
         p.add_argument("--dim", type=positive_int, default=d["dim"], help="the Transformer's width")
         p.add_argument("--layers", type=positive_int, default=d["layers"], help="the Transformer's blocks")
         p.add_argument("--heads", type=positive_int, default=d["heads"], help="attention heads (they divide --dim)")
+        p.add_argument("--mlp-ratio", type=positive_int, default=d["mlp_ratio"],
+                       help="each block's feed-forward width, in multiples of --dim (GPT-2's is 4)")
     if "dropout" in d:
         p.add_argument("--dropout", type=fraction, default=d["dropout"],
                        help="dropout rate in the Transformer blocks")

@@ -77,18 +77,19 @@ class SkipMLPDenoiser(MLPDenoiser):
 
 class Transformer(nn.Module):
     """The project's one Transformer: token + position (+ optional time) embeddings -> `layers` pre-norm blocks
-    (width `dim`, `heads` heads) -> LayerNorm -> Linear -> logits (B, T, 27) over letters + PAD.
+    (width `dim`, `heads` heads, feed-forward width `mlp_ratio * dim`) -> LayerNorm -> Linear -> logits (B, T, 27)
+    over letters + PAD.
 
     causal=False: every position attends to every other, so a denoiser reads both sides of a gap
     (TransformerDenoiser). causal=True: position i attends to positions <= i, the autoregressive baseline
     (autoregressive.ARTransformer). Everything else is shared."""
 
-    def __init__(self, L, dim, layers, heads, dropout, causal, time_input=False):
+    def __init__(self, L, dim, layers, heads, dropout, causal, time_input=False, mlp_ratio=4):
         self.L, self.causal = L, causal
         self.tok = nn.Embedding(VOCAB_SIZE, dim)
         self.pos = nn.Embedding(L, dim)
         self.time = nn.Linear(1, dim) if time_input else None
-        self.blocks = [nn.TransformerBlock(dim, heads, causal=causal, dropout=dropout) for _ in range(layers)]
+        self.blocks = [nn.TransformerBlock(dim, heads, mlp_ratio, causal, dropout) for _ in range(layers)]
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, NUM_CLASSES)
 
@@ -106,9 +107,11 @@ class TransformerDenoiser(Denoiser, Transformer):
     """The default denoiser: the bidirectional Transformer (causal=False) on xt (B, L), with the time t as one
     more embedding when time_input."""
 
-    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0, time_input=False):
-        Denoiser.__init__(self, "transformer", L, time_input, dim=dim, layers=layers, heads=heads, dropout=dropout)
-        Transformer.__init__(self, L, dim, layers, heads, dropout, causal=False, time_input=time_input)
+    def __init__(self, L=16, dim=64, layers=4, heads=4, dropout=0.0, time_input=False, mlp_ratio=4):
+        Denoiser.__init__(self, "transformer", L, time_input, dim=dim, layers=layers, heads=heads, dropout=dropout,
+                          mlp_ratio=mlp_ratio)
+        Transformer.__init__(self, L, dim, layers, heads, dropout, causal=False, time_input=time_input,
+                             mlp_ratio=mlp_ratio)
 
     def forward(self, xt, t=None):
         xt = self._rows(xt)

@@ -33,15 +33,16 @@ from diffusion.trainer import TrainConfig  # noqa: E402
 TEMPERATURES = (0.8, 1.0)
 SAMPLING_STEPS = (1, 2, 4, 8, 16)
 KINDS = {"AR": (checkpoint.AR, lambda args: ARTransformer(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads,
-                                                               dropout=args.dropout)),
+                                                               dropout=args.dropout, mlp_ratio=args.mlp_ratio)),
          "diffusion": (checkpoint.DENOISERS,
                        lambda args: TransformerDenoiser(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads,
-                                                        dropout=args.dropout))}
+                                                        dropout=args.dropout, mlp_ratio=args.mlp_ratio))}
 
 
 def parse_args():
     p = trainer_parser(__doc__.splitlines()[0], steps=2000, batch_size=128, lr=3e-3, ema=0.999, objective="exact_k",
-                       k_power=-0.5, dim=64, layers=4, heads=4, dropout=0.0, eval_every=500, out="runs/compare")
+                       k_power=-0.5, dim=64, layers=4, heads=4, mlp_ratio=4, dropout=0.0, eval_every=500,
+                       out="runs/compare")
     p.add_argument("--ar-checkpoint", default=None, help="use this AR model instead of training one")
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
     p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")

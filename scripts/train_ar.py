@@ -17,9 +17,11 @@ from diffusion.cli import run, script_main  # noqa: E402
 
 
 def make_model(args):
-    return ARTransformer(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads, dropout=args.dropout)
+    return ARTransformer(L=args.L, dim=args.dim, layers=args.layers, heads=args.heads, dropout=args.dropout,
+                         mlp_ratio=args.mlp_ratio)
 
 
 if __name__ == "__main__":
     script_main(lambda: run(__doc__.splitlines()[0], make_model, "ar_transformer", steps=2000, batch_size=128,
-                            lr=3e-3, ema=0.999, dim=64, layers=4, heads=4, dropout=0.0, out="runs/ar.npz"))
+                            lr=3e-3, ema=0.999, dim=64, layers=4, heads=4, mlp_ratio=4, dropout=0.0,
+                            out="runs/ar.npz"))

@@ -31,8 +31,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 3,000 x 64 run that was the default when the first sweep ran; the settings column of the table says so).
 STEPS64 = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3"]
 BASE = STEPS64 + ["--ema", "0"]
-STEPS128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3"]
+
+
+def steps128(steps):
+    return ["--steps", str(steps), "--batch-size", "128", "--lr", "3e-3"]
+
+
+STEPS128 = steps128(2000)
 BATCH128, BATCH128_EMA = STEPS128 + ["--ema", "0"], STEPS128 + ["--ema", "0.999"]
+
+
+def k05_for(steps, *shape):
+    """k_power-0.5's settings for a smaller network given more steps, about the same time on 2 cores."""
+    return steps128(steps) + ["--ema", "0.999", "--k-power", "-0.5", *shape]
+
+
 # The denoiser's variants draw the mask count k uniformly, as every sweep did before --k-power existed, unless
 # they set it; the AR trainer has no such flag.
 UNIFORM_K = ["--k-power", "0"]
@@ -47,8 +60,14 @@ VARIANTS = {
     "k_power-0.5": (BATCH128_EMA + ["--k-power", "-0.5"], "batch128_ema, q(k) ∝ k^-0.5: more rows with few masks"),
     "k_power-1": (BATCH128_EMA + ["--k-power", "-1"], "batch128_ema, q(k) ∝ 1/k: every row weighs the same"),
     "k_power+0.5": (BATCH128_EMA + ["--k-power", "0.5"], "batch128_ema, q(k) ∝ k^0.5: more rows with many masks"),
-    "layers3": (BATCH128_EMA + ["--k-power", "-0.5", "--layers", "3", "--steps", "2600"],
+    "layers3": (k05_for(2600, "--layers", "3"),
                 "k_power-0.5 with 3 blocks instead of 4 and 30% more steps (about the same time)"),
+    "mlp2": (k05_for(2400, "--mlp-ratio", "2"),
+             "k_power-0.5 with feed-forward width 2 x 64 instead of 4 x 64 and 20% more steps (about the same time)"),
+    "mlp1": (k05_for(2700, "--mlp-ratio", "1"),
+             "k_power-0.5 with feed-forward width 64 instead of 4 x 64 and 35% more steps (about the same time)"),
+    "batch128_ema_mlp1": (steps128(2700) + ["--ema", "0.999", "--mlp-ratio", "1"],
+                          "batch128_ema with feed-forward width 64 and 35% more steps (the AR's mlp1)"),
     "batch256": (["--steps", "1000", "--batch-size", "256", "--lr", "4e-3", "--ema", "0"],
                  "four times the batch for a third of the steps"),
     "wide2": (BATCH128 + ["--dim", "128", "--layers", "2"], "width 128 and 2 blocks instead of 64 and 4, as batch128"),
@@ -85,6 +104,7 @@ def settings(row):
               if train.get(key, 0) != TrainConfig.__dataclass_fields__[key].default]
     parts += [f"width {model['dim']}, {model['layers']} blocks"] if (model.get("dim"), model.get("layers")) != (64, 4) \
         else []
+    parts += [f"feed-forward {model['mlp_ratio']} x width"] if model.get("mlp_ratio", 4) != 4 else []
     parts += [f"dropout {model['dropout']:g}"] if model.get("dropout") else []
     return ", ".join(parts)
 

@@ -237,12 +237,12 @@ def schedule_plot():
 
 def curves_plot(diffusion_run, ar_json):
     """The training curves (mean training figure per 100 steps) of the default Transformer denoiser and the AR
-    model of the same size, from their JSON."""
+    baseline, from their JSON (the shorter run's curve stops at its last step)."""
     sys.path.insert(0, ROOT)
     from diffusion.charts import line_plot
     with open(ar_json) as f:
         ar_run = json.load(f)
-    steps = [step for step, _ in diffusion_run["history"]]
+    steps = [step for step, _ in max(diffusion_run["history"], ar_run["history"], key=len)]
     curves = {"diffusion: training NELBO": [v for _, v in diffusion_run["history"]],
               "AR: training NLL": [v for _, v in ar_run["history"]]}
     return "```\n" + "\n".join(line_plot(steps, curves, height=12)) + "\n```\n\nnats/char against the step " \

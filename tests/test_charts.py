@@ -29,6 +29,14 @@ def test_later_curves_have_their_own_mark_and_clipping_keeps_them_on_the_grid():
     assert lines[0].startswith("1 |") and "o huge" in lines[-1]
 
 
+def test_a_shorter_curve_stops_where_its_values_end():
+    x = np.linspace(0, 1, 30)
+    lines = line_plot(x, {"long": np.full(30, 0.0), "short": np.full(15, 1.0)}, height=5, width=10)
+    rows = grid(lines, 5)
+    assert rows[4] == MARKS[0] * 10                                     # the full curve spans the axis
+    assert rows[0] == MARKS[1] * 5 + " " * 5                            # the half-length one stops half-way
+
+
 def test_histogram_bars_are_proportional_and_print_the_fractions():
     lines = histogram([1, 2, "3+"], {"a": [0.5, 0.25, 0.25], "b": [0.0, 0.0, 1.0]}, width=8)
     assert lines[0].split("|")[1].split() == ["a", "b"]

@@ -11,6 +11,7 @@ import pytest
 
 import tinygrad_lite as tl
 from diffusion import checkpoint
+from diffusion.autoregressive import ARTransformer
 from diffusion.models import SkipMLPDenoiser, TransformerDenoiser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,26 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     np.savez(tmp_path / "wrong.npz", **arrays)
     with pytest.raises(checkpoint.CheckpointError, match="missing"):
         checkpoint.load(str(tmp_path / "wrong.npz"))
+
+
+@pytest.mark.parametrize("Model", [TransformerDenoiser, ARTransformer])
+def test_feed_forward_width_round_trips_and_a_config_without_it_means_four(tmp_path, Model):
+    """mlp_ratio is part of the config a checkpoint rebuilds from; a checkpoint written before the setting existed
+    (no mlp_ratio in its config, such as the shipped width-64 and width-128 models) held GPT-2's 4 x dim."""
+    tl.manual_seed(0)
+    lean = Model(L=8, dim=16, layers=1, heads=2, mlp_ratio=1)
+    path = str(tmp_path / "lean.npz")
+    checkpoint.save(path, lean)
+    loaded = checkpoint.load(path)[0]
+    assert loaded.config == lean.config and loaded.blocks[0].mlp.fc.weight.shape == (16, 16)
+    old = Model(L=8, dim=16, layers=1, heads=2)
+    arrays = {f"model/{k}": v for k, v in old.state_dict().items()}
+    config = {k: v for k, v in old.config.items() if k != "mlp_ratio"}
+    arrays["meta"] = np.array(json.dumps(dict(config=config, step=0, extra={})))
+    np.savez(tmp_path / "old.npz", **arrays)
+    loaded = checkpoint.load(str(tmp_path / "old.npz"))[0]
+    assert loaded.blocks[0].mlp.fc.weight.shape == (64, 16)
+    assert all(np.array_equal(a, b) for a, b in zip(old.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):

@@ -91,6 +91,7 @@ def test_bench_quick_prints_every_row(tmp_path):
     (["scripts/sample.py", "--checkpoint", "/nonexistent.npz"], "no such checkpoint"),
     (["scripts/sample.py", "--checkpoint", "names.txt"], "not a checkpoint"),
     (["scripts/train_ar.py", "--dropout", "-0.1"], "must be >= 0"),
+    (["scripts/train.py", "--mlp-ratio", "0"], "must be > 0"),
     (["scripts/train_ar.py", "--eval-every", "x"], "not a whole number"),
     (["scripts/evaluate.py", "--checkpoint", "/nonexistent.npz"], "no such checkpoint"),
     (["scripts/evaluate.py", "--checkpoint", "names.txt"], "not a checkpoint"),
