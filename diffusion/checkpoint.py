@@ -45,13 +45,16 @@ def _umask():
     return mask
 
 
-def save(path, model, optimizer=None, step=0, extra=None, ema=None):
+def save(path, model, optimizer=None, step=0, extra=None, ema=None, best=None):
     """Write model weights (+ optimizer state, step, JSON-able `extra`, the state of `ema`, an
-    optim.ExponentialMovingAverage) to `path` atomically."""
+    optim.ExponentialMovingAverage, and `best`, a mid-run copy of the best validated weights) to `path`
+    atomically."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    for section, state in (("optim", optimizer), ("ema", ema)):
+    sections = dict(optim=None if optimizer is None else optimizer.state_dict(),
+                    ema=None if ema is None else ema.state_dict(), best=best)
+    for section, state in sections.items():
         if state is not None:
-            arrays.update({f"{section}/{k}": v for k, v in state.state_dict().items()})
+            arrays.update({f"{section}/{k}": v for k, v in state.items()})
     meta = dict(config=model.config, step=int(step), extra=extra or {})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
@@ -90,7 +93,7 @@ def describe(meta):
 
 def load(path):
     """Read a checkpoint: returns (model, meta, training) where training = dict(optimizer=its state dict,
-    ema=the moving average's), each {} when the file has none. Raises CheckpointError, never a raw NumPy/zip
+    ema=the moving average's, best=the best validated weights so far), each {} when the file has none. Raises CheckpointError, never a raw NumPy/zip
     traceback, for a missing, truncated, corrupt or mismatching file."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -107,9 +110,9 @@ def load(path):
         model = build_model(config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the model from its config {config}: {e}") from None
-    weights, optimizer, ema = ({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(section)}
-                               for section in ("model/", "optim/", "ema/"))
-    weights, training = _without_key_bias(weights, model, dict(optimizer=optimizer, ema=ema))
+    weights, optimizer, ema, best = ({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(section)}
+                                     for section in ("model/", "optim/", "ema/", "best/"))
+    weights, training = _without_key_bias(weights, model, dict(optimizer=optimizer, ema=ema, best=best))
     try:
         model.load_state_dict(weights)
     except (KeyError, ValueError) as e:
@@ -125,4 +128,4 @@ def _without_key_bias(weights, model, training):
     old = [k for k in weights if k.endswith("attn.key.bias") and k not in dict(model.named_parameters())]
     if not old:
         return weights, training
-    return {k: v for k, v in weights.items() if k not in old}, dict(optimizer={}, ema={})
+    return {k: v for k, v in weights.items() if k not in old}, dict(optimizer={}, ema={}, best={})

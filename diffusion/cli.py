@@ -461,7 +461,9 @@ def _resume(args, kind):
     args.L = model.L
     tl.random.set_state(meta["extra"]["engine_rng"])
     print(f"resuming {args.resume} at step {meta['step']} of {saved['steps']}")
-    return model, TrainConfig(**saved), meta["step"], training
+    # the run so far (a checkpoint from before it was saved has none: the curves then start here)
+    progress = dict(meta["extra"].get("progress") or {}, best_weights=training["best"] or None)
+    return model, TrainConfig(**saved), meta["step"], dict(training, progress=progress)
 
 
 def check_length(data):
@@ -534,32 +536,40 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
 
     ended = {}                  # set once training returns: an early stop is recorded in every later save
 
-    def save(step, optimizer, ema, **figures):
+    def save(step, optimizer, ema, progress=None, **figures):
+        """progress (trainer.train's, mid-run): the curves, time and best weights so far, for a resume to go on."""
+        best = progress and progress["best_weights"]
+        if progress:
+            figures["progress"] = {k: v for k, v in progress.items() if k != "best_weights"}
         extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **ended, **figures)
-        args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra, ema))
+        args.out = save_or_rescue(args.out, lambda path: checkpoint.save(path, model, optimizer, step, extra, ema,
+                                                                          best))
     training = training or {}
     args.workers = workers(args.workers, cfg.batch_size)          # compare.py reaches here without prepare()
-    same_workers = "" if args.workers == workers(None, cfg.batch_size) else f" --workers {args.workers}"
+    same_flags = "" if args.workers == workers(None, cfg.batch_size) else f" --workers {args.workers}"
+    same_flags += f" --save-every {args.save_every}" if args.save_every else ""   # not in the file: say it again
     try:
         with worker_errors(args.out):
             result = train(model, data.train, cfg, objective, start_step=start_step,
                            optimizer_state=training.get("optimizer"), ema_state=training.get("ema"), save=save,
                            save_every=args.save_every, metric=metric, validate=validate, workers=args.workers,
-                           worker_init=keep_freed_memory)
+                           worker_init=keep_freed_memory, progress=training.get("progress"))
     except TrainingStopped as e:
         if not e.interrupted:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
         script = TRAINERS[model.config["kind"]]                  # compare.py trains too, but resumes nothing
         print(f"\ninterrupted: saved step {e.step} to {args.out}\nresume with: python {script} --resume {args.out}"
-              f"{same_workers}", file=sys.stderr)
+              f"{same_flags}", file=sys.stderr)
         sys.exit(130)
     ended.update(stopped_early=result["stopped_early"])
 
     def save_finished(**figures):
         save(result["last_step"], None, None, **figures)
     save_finished()                                       # the weights kept (the best), before testing
-    print(f"trained {result['last_step'] - start_step} steps in {result['seconds']:.1f}s")
+    earlier = (training.get("progress") or {}).get("seconds", 0.0)          # a resumed run's time before it
+    print(f"trained {result['last_step'] - start_step} steps in {result['seconds'] - earlier:.1f}s" +
+          (f" ({result['seconds']:.1f}s since step 1)" if earlier else ""))
     if result["best_step"] is not None:
         print(f"best validation {metric} {result['best_validation']:.4f} nats/char at step {result['best_step']} "
               f"(kept those weights{'; stopped early' if result['stopped_early'] else ''})")

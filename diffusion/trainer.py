@@ -137,10 +137,19 @@ class _CtrlC:
 
 
 class _BestWeights:
-    """Validation bookkeeping: the curve [(step, value)], the best value, its step and a copy of its weights."""
+    """Validation bookkeeping: the curve [(step, value)], the best value, its step and a copy of its weights. A
+    resumed run's tracker goes on from the state() and weights its checkpoint saved."""
 
-    def __init__(self, patience):
+    def __init__(self, patience, state=None, weights=None):
         self.curve, self.best, self.best_step, self.weights, self.patience, self.bad = [], np.inf, 0, None, patience, 0
+        if state and state["validation"]:
+            self.curve = [(step, value) for step, value in state["validation"]]
+            self.best = min(value for _, value in self.curve)
+            self.best_step, self.bad, self.weights = state["best_step"], state["bad"], weights
+
+    def state(self):
+        """The JSON-able part of what a resumed run needs (the best weights are saved beside it)."""
+        return dict(validation=self.curve, best_step=self.best_step, bad=self.bad)
 
     def update(self, step, value, model):
         """Record a validation figure; returns True when training should stop (patience exhausted)."""
@@ -180,14 +189,17 @@ def optimizer_step(model, params, opt, objective, grads, x0, rng, grad_clip, ste
 
 
 def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_state=None, save=None,
-          save_every=0, metric="nelbo", validate=None, workers=1, worker_init=None, ema_state=None):
+          save_every=0, metric="nelbo", validate=None, workers=1, worker_init=None, ema_state=None, progress=None):
     """Train `model` on rows x_train (N, L) from step start_step + 1 to cfg.steps.
 
     objective: an Objective whose figure (nats/char) is logged as `metric`, e.g. the diffusion loss (cli.objective
     builds it from cfg.objective and cfg.schedule) or the AR model's next-token NLL.
     workers: processes computing each step's gradient (1: this one; see `gradients`); worker_init as there.
-    save(step, optimizer, ema) is called every save_every steps, at the end, and before stopping on Ctrl-C (ema:
-    the ExponentialMovingAverage with cfg.ema, else None; ema_state: its state_dict to resume from).
+    save(step, optimizer, ema, progress) is called every save_every steps, at the end, and before stopping on
+    Ctrl-C (ema: the ExponentialMovingAverage with cfg.ema, else None; ema_state: its state_dict to resume from).
+    progress: the run so far, what a resume passes back as `progress=` so that the curves, the training time and
+    the best validated weights span the whole run: dict(history, window=the figures since the last log line,
+    seconds, tracker=the validation state or None, best_weights=their copy or None).
     validate(model) -> held-out figure in nats/char (lower is better), called every cfg.eval_every steps (in
     eval mode) when both are set: keeps the best weights, stops early after cfg.patience bad validations, and
     leaves the model with the best weights.
@@ -208,8 +220,15 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
     if ema and ema_state:
         ema.load_state_dict(ema_state)
     model.train()
-    history, window, start = [], [], time.perf_counter()
-    tracker = _BestWeights(cfg.patience) if validate is not None and cfg.eval_every else None
+    progress = progress or {}                      # a resumed run's, from its checkpoint; a new run's is empty
+    history = [(step, value) for step, value in progress.get("history", [])]
+    window, start = list(progress.get("window", [])), time.perf_counter()      # window: figures since the last log
+    tracker = _BestWeights(cfg.patience, progress.get("tracker"), progress.get("best_weights")) \
+        if validate is not None and cfg.eval_every else None
+
+    def so_far():
+        return dict(history=history, window=window, seconds=progress.get("seconds", 0.0) + time.perf_counter() - start,
+                    tracker=tracker and tracker.state(), best_weights=tracker and tracker.weights)
     stopped_early, step = False, start_step
     with _CtrlC() as ctrl_c, gradients(model, objective, workers, worker_init) as grads:
         for step in range(start_step + 1, cfg.steps + 1):
@@ -230,7 +249,7 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
                 with ema.average_parameters() if ema else contextlib.nullcontext():
                     stopped_early = tracker.validate(step, model, validate, cfg, metric, log)
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
-                save(step, opt, ema)
+                save(step, opt, ema, so_far())
             if ctrl_c.pressed and step < cfg.steps:
                 raise TrainingStopped(f"interrupted at step {step}", step, True)
             if stopped_early:
@@ -238,7 +257,7 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
     model.eval()
     if ema:
         ema.copy_to()                              # the average is the model (or, below, its best validated state)
-    result = dict(history=history, seconds=time.perf_counter() - start, optimizer=opt, ema=ema, validation=[],
+    result = dict(history=history, seconds=so_far()["seconds"], optimizer=opt, ema=ema, validation=[],
                   best_step=None, best_validation=None, stopped_early=stopped_early,
                   last_step=step)
     if tracker and tracker.weights is not None:

@@ -30,7 +30,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     assert sorted(training["optimizer"]) == sorted(opt.state_dict())
     assert all(np.array_equal(v, training["ema"][k]) for k, v in ema.state_dict().items())
     checkpoint.save(path, model)                              # weights only: an empty training state
-    assert checkpoint.load(path)[2] == dict(optimizer={}, ema={})
+    assert checkpoint.load(path)[2] == dict(optimizer={}, ema={}, best={})
     checkpoint.save(path, model, opt, step=7, extra=dict(note="x"))
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert np.array_equal(a, b) and a.dtype == b.dtype, name
@@ -110,7 +110,7 @@ def test_a_checkpoint_from_before_the_key_bias_was_dropped_loads_and_predicts_th
     checkpoint.save(path, old, tl.optim.AdamW(old.parameters()), step=3,
                     extra=dict(train=dict(steps=10), engine_rng=tl.random.get_state()))
     loaded, meta, training = checkpoint.load(path)
-    assert "blocks.0.attn.key.bias" not in loaded.state_dict() and training == dict(optimizer={}, ema={})
+    assert "blocks.0.attn.key.bias" not in loaded.state_dict() and training == dict(optimizer={}, ema={}, best={})
     with tl.no_grad():
         np.testing.assert_allclose(loaded(x).data, with_bias, rtol=0, atol=1e-5)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--resume", path],

@@ -2,6 +2,8 @@
 and (end to end through scripts/train_minimal.py) Ctrl-C saves and exits 130, --resume continues bit for bit,
 same seed -> same run."""
 import contextlib
+import copy
+import json
 import os
 import re
 import signal
@@ -33,7 +35,7 @@ def test_non_finite_loss_stops_naming_the_step():
     objective = Objective(lambda model, x0, rng: ((x0,), {}), loss)
     with pytest.raises(TrainingStopped, match="step 3: .*not finite") as e:
         train(model, x, TrainConfig(steps=10, batch_size=2, log_every=100), objective, log=lambda s: None,
-              save=lambda step, opt, ema: saved.append(step), save_every=1)
+              save=lambda step, opt, ema, progress: saved.append(step), save_every=1)
     assert saved == [1, 2] and not e.value.interrupted              # the last good checkpoint is step 2
 
 
@@ -68,9 +70,11 @@ def test_the_weights_average_is_validated_kept_and_resumed_without_touching_trai
     def run(cfg, validate=None, model=None, **kw):
         model = model or tiny_ar(L=8)
         trained = []
-        result = train(model, x, cfg, objective, log=lambda *_: None, metric="nll", validate=validate,
-                       save=lambda step, opt, ema: trained.append((model.state_dict(), opt.state_dict(),
-                                                                   ema.state_dict())), save_every=1, **kw)
+
+        def save(step, opt, ema, progress):
+            trained.append((model.state_dict(), opt.state_dict(), ema.state_dict()))
+        result = train(model, x, cfg, objective, log=lambda *_: None, metric="nll", validate=validate, save=save,
+                       save_every=1, **kw)
         return model, trained, result
 
     tl.manual_seed(0)
@@ -110,6 +114,41 @@ def test_the_weights_average_is_validated_kept_and_resumed_without_touching_trai
         np.testing.assert_array_equal(value, model.state_dict()[name])
 
 
+def test_a_resumed_run_goes_on_with_its_curves_time_and_best_weights():
+    """A run stopped at step 12 and resumed with the progress its save received ends as the uninterrupted run: the
+    same training curve and validation curve from step 1, the same best step, and the model holds the weights of
+    that step (step 10, before the stop: they come from the saved progress), its seconds those of both parts."""
+    x = encode(NAMES, 8)
+    cfg = TrainConfig(steps=20, batch_size=12, lr=3e-3, warmup=5, log_every=5, eval_every=5)
+    objective = Objective(ar_prepare, next_token_loss)
+    figures, order = {}, iter([2.0, 1.0, 3.0, 4.0])        # by the weights: best at step 10's, whoever asks
+
+    def validate(model):
+        key = b"".join(v.tobytes() for v in model.state_dict().values())
+        if key not in figures:
+            figures[key] = next(order)
+        return figures[key]
+
+    def run(model, **kw):
+        saved = {}
+
+        def save(step, opt, ema, progress):
+            saved[step] = copy.deepcopy((model.state_dict(), opt.state_dict(), progress))
+        return train(model, x, cfg, objective, log=lambda *_: None, metric="nll", validate=validate, save=save,
+                     save_every=1, **kw), saved
+    tl.manual_seed(0)
+    reference, saved = run(whole := tiny_ar(L=8))
+    weights, optimizer, progress = saved[12]
+    assert [s for s, _ in progress["history"]] == [5, 10] and progress["tracker"]["best_step"] == 10
+    resumed = tiny_ar(L=8)
+    resumed.load_state_dict(weights)
+    result, _ = run(resumed, start_step=12, optimizer_state=optimizer, progress=progress)
+    assert result["history"] == reference["history"] and result["validation"] == reference["validation"]
+    assert result["best_step"] == reference["best_step"] == 10 and result["seconds"] > progress["seconds"]
+    for name, value in resumed.state_dict().items():
+        np.testing.assert_array_equal(value, whole.state_dict()[name])
+
+
 # ---------------------------------------------------------------------- end to end: scripts/train_minimal.py
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--steps", "60", "--batch-size", "32", "--log-every", "1", "--num-samples", "20"]  # a log line per step
@@ -140,10 +179,12 @@ def losses(stdout):
 
 @pytest.mark.scripts
 def test_interrupt_and_resume_is_bit_identical(tmp_path):
-    reference = train_minimal(str(tmp_path / "ref.npz"))
+    """Ctrl-C at step 20 or so, then --resume: the same weights, losses and test figures as one uninterrupted run,
+    and the same figures file: training and validation curves from step 1, the best step, the time of both parts."""
+    reference = train_minimal(str(tmp_path / "ref.npz"), "--eval-every", "15", "--json", str(tmp_path / "ref.json"))
     out = str(tmp_path / "run.npz")
-    p = subprocess.Popen([sys.executable, "scripts/train_minimal.py", *FAST, "--out", out], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "scripts/train_minimal.py", *FAST, "--eval-every", "15", "--out", out],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stdout:                      # interrupt once training is under way
         if re.search(r"step\s+20/", line):
             p.send_signal(signal.SIGINT)
@@ -153,7 +194,7 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path):
     assert "resume with:" in stderr and "--resume" in stderr
     stopped_at = int(re.search(r"saved step (\d+)", stderr).group(1))
     assert 20 <= stopped_at < 60
-    resumed = train_minimal(out, "--resume", out)
+    resumed = train_minimal(out, "--resume", out, "--json", str(tmp_path / "run.json"))
     a, b = weights(str(tmp_path / "ref.npz")), weights(out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     ref_losses, new_losses = losses(reference), losses(resumed)
@@ -161,6 +202,12 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path):
     # the figures printed after training (test NELBO, samples) are the same too
     tail = lambda s: without_timings(s[s.index("test NELBO"):])
     assert tail(reference) == tail(resumed)
+    ref, run = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ref", "run"))
+    assert len(run["history"]) == 60 and run["history"] == ref["history"]
+    assert [s for s, _ in run["validation"]] == [15, 30, 45, 60] and run["validation"] == ref["validation"]
+    assert run["best_step"] == ref["best_step"]
+    this_part = float(re.search(r"trained \d+ steps in ([\d.]+)s \(", resumed).group(1))
+    assert run["train_seconds"] > this_part
 
 
 @pytest.mark.scripts
@@ -183,7 +230,7 @@ def train_default(workers, steps=20, dropout=0.0, resume_at=None):
     objective = cli.objective(model, cfg, data)[0]
     logged, saved = [], {}
 
-    def save(step, opt, ema):
+    def save(step, opt, ema, progress):
         saved.update(weights=model.state_dict(), optimizer=opt.state_dict(), engine=tl.random.get_state())
     run = dict(log=logged.append, workers=workers)
     if resume_at is None:
