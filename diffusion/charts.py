@@ -12,6 +12,9 @@ def line_plot(x, curves, height=12, width=64, y_range=None):
     there. y_range: (low, high) to clip to (default: the curves' own range)."""
     x = np.asarray(x, dtype=np.float64)
     ys = {label: np.asarray(y, dtype=np.float64) for label, y in curves.items()}
+    longer = [label for label, y in ys.items() if len(y) > len(x)]
+    if longer:
+        raise ValueError(f"line_plot: curve {longer[0]!r} has more values than x ({len(x)})")
     low, high = y_range or (min(y.min() for y in ys.values()), max(y.max() for y in ys.values()))
     high = high if high > low else low + 1.0
     grid = [[" "] * width for _ in range(height)]

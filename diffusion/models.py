@@ -89,7 +89,8 @@ class Transformer(nn.Module):
         self.tok = nn.Embedding(VOCAB_SIZE, dim)
         self.pos = nn.Embedding(L, dim)
         self.time = nn.Linear(1, dim) if time_input else None
-        self.blocks = [nn.TransformerBlock(dim, heads, mlp_ratio, causal, dropout) for _ in range(layers)]
+        self.blocks = [nn.TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, causal=causal, dropout=dropout)
+                       for _ in range(layers)]
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, NUM_CLASSES)
 

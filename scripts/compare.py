@@ -1,15 +1,17 @@
-"""Autoregressive vs diffusion at matched size and steps: likelihood, sampling cost, sample quality, and
-diffusion's quality versus its number of sampling steps.
+"""Autoregressive vs diffusion, trained here at matched size and steps or loaded: likelihood, sampling cost,
+sample quality, and diffusion's quality versus its number of sampling steps.
 
     python scripts/compare.py --json runs/compare.json           # trains both (2000 steps of 128 each), then compares
     python scripts/compare.py --ar-checkpoint runs/ar.npz --diffusion-checkpoint runs/transformer.npz \
         --judge runs/judge.npz
 
-Both models: the same Transformer (--dim 64, --layers 4, --heads 4 by default), L=16 (causal for AR,
-bidirectional for diffusion); the same steps, batch, learning rate, weight decay, dropout and seed (the diffusion
-objective is --objective, default exact_k). Trained here, they validate every --eval-every steps (learning
-curves; the best weights are kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix,
-default runs/compare). With --judge (an AR model trained with another seed, scripts/judge.py says why), the
+Trained here, both models: the same Transformer (--dim 64, --layers 4, --heads 4, --mlp-ratio 4 by default), L=16
+(causal for AR, bidirectional for diffusion); the same steps, batch, learning rate, weight decay, dropout and seed
+(the diffusion objective is --objective, default exact_k); they validate every --eval-every steps (learning
+curves; the best weights are kept) and are saved to OUT_ar.npz and OUT_diffusion.npz (--out is a prefix, default
+runs/compare). Loaded, each keeps its own settings: the default trainers' models differ (scripts/train.py's
+denoiser has a narrower feed-forward and more steps, each trainer's settings its best on the validation split in
+about the same time). With --judge (an AR model trained with another seed, scripts/judge.py says why), the
 samples of both are scored by it (generative NLL); the compared AR model never scores them: its own samples
 would only measure its entropy.
 """

@@ -1,4 +1,4 @@
-"""Train the default denoiser: a 4-layer bidirectional Transformer (width 64, 4 heads, lean feed-forward) on names.
+"""Train the default denoiser: a 4-layer bidirectional Transformer (width 64, 4 heads, feed-forward 64) on names.
 
     python scripts/train.py                             # train, print test NELBO, save runs/transformer.npz, names
     python scripts/train.py --resume runs/transformer.npz   # continue an interrupted run (Ctrl-C saves it)

@@ -33,22 +33,18 @@ STEPS64 = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3"]
 BASE = STEPS64 + ["--ema", "0"]
 
 
-def steps128(steps):
-    return ["--steps", str(steps), "--batch-size", "128", "--lr", "3e-3"]
+def batch128_ema(steps):
+    """batch128_ema's settings for `steps` steps: a smaller network gets the steps it buys in the same time."""
+    return ["--steps", str(steps), "--batch-size", "128", "--lr", "3e-3", "--ema", "0.999"]
 
 
-STEPS128 = steps128(2000)
-BATCH128, BATCH128_EMA = STEPS128 + ["--ema", "0"], STEPS128 + ["--ema", "0.999"]
-
-
-def k05_for(steps, *shape):
-    """k_power-0.5's settings for a smaller network given more steps, about the same time on 2 cores."""
-    return steps128(steps) + ["--ema", "0.999", "--k-power", "-0.5", *shape]
-
-
-# The denoiser's variants draw the mask count k uniformly, as every sweep did before --k-power existed, unless
-# they set it; the AR trainer has no such flag.
+STEPS128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3"]
+BATCH128, BATCH128_EMA = STEPS128 + ["--ema", "0"], batch128_ema(2000)
+# Two settings came after the first sweeps, which left them to the trainers: how the denoiser draws the mask
+# count k (uniformly then; the AR trainer has no such flag) and the blocks' feed-forward width (GPT-2's 4 x the
+# width then). A variant that does not set them gets those values spelled out.
 UNIFORM_K = ["--k-power", "0"]
+GPT2_FEED_FORWARD = ["--mlp-ratio", "4"]
 VARIANTS = {
     "default": (BASE, "3,000 steps of 64 at lr 2e-3, no average"),
     "lr3e-3": (BASE + ["--lr", "3e-3"], "a higher peak learning rate"),
@@ -60,14 +56,14 @@ VARIANTS = {
     "k_power-0.5": (BATCH128_EMA + ["--k-power", "-0.5"], "batch128_ema, q(k) ∝ k^-0.5: more rows with few masks"),
     "k_power-1": (BATCH128_EMA + ["--k-power", "-1"], "batch128_ema, q(k) ∝ 1/k: every row weighs the same"),
     "k_power+0.5": (BATCH128_EMA + ["--k-power", "0.5"], "batch128_ema, q(k) ∝ k^0.5: more rows with many masks"),
-    "layers3": (k05_for(2600, "--layers", "3"),
+    "layers3": (batch128_ema(2600) + ["--k-power", "-0.5", "--layers", "3"],
                 "k_power-0.5 with 3 blocks instead of 4 and 30% more steps (about the same time)"),
-    "mlp2": (k05_for(2400, "--mlp-ratio", "2"),
+    "mlp2": (batch128_ema(2400) + ["--k-power", "-0.5", "--mlp-ratio", "2"],
              "k_power-0.5 with feed-forward width 2 x 64 instead of 4 x 64 and 20% more steps (about the same time)"),
-    "mlp1": (k05_for(2700, "--mlp-ratio", "1"),
+    "mlp1": (batch128_ema(2700) + ["--k-power", "-0.5", "--mlp-ratio", "1"],
              "k_power-0.5 with feed-forward width 64 instead of 4 x 64 and 35% more steps (about the same time)"),
-    "batch128_ema_mlp1": (steps128(2700) + ["--ema", "0.999", "--mlp-ratio", "1"],
-                          "batch128_ema with feed-forward width 64 and 35% more steps (the AR's mlp1)"),
+    "batch128_ema_mlp1": (batch128_ema(2700) + ["--mlp-ratio", "1"],
+                          "batch128_ema with feed-forward width 64 and 35% more steps (mlp1 for the AR: uniform k)"),
     "batch256": (["--steps", "1000", "--batch-size", "256", "--lr", "4e-3", "--ema", "0"],
                  "four times the batch for a third of the steps"),
     "wide2": (BATCH128 + ["--dim", "128", "--layers", "2"], "width 128 and 2 blocks instead of 64 and 4, as batch128"),
@@ -162,6 +158,8 @@ def main():
         flags, what = VARIANTS[name]
         if args.trainer == "train" and "--k-power" not in flags:
             flags = UNIFORM_K + flags
+        if "--mlp-ratio" not in flags:
+            flags = GPT2_FEED_FORWARD + flags
         print(f"{name}: {what} ({' '.join(flags) or 'defaults'}) ...", flush=True)
         row = run_variant(args.trainer, name, flags + args.also.split(), args.eval_every, args.workers)
         rows.append(dict(row, about=what))

@@ -419,7 +419,7 @@ def shipped_commands():
         flags = [(k, t.get(k, getattr(defaults, k))) for k in always]
         flags += [(k, t[k]) for k in ("warmup", "min_lr_ratio", "grad_clip", "schedule")
                   if t.get(k, getattr(defaults, k)) != getattr(defaults, k)]
-        flags += [(k, m[k]) for k in ("dim", "layers", "heads", "dropout")]
+        flags += [(k, m[k]) for k in ("dim", "layers", "heads", "dropout")] + [("mlp_ratio", m.get("mlp_ratio", 4))]
         words = [f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
                  for k, v in flags] + ["--save-every 1000", f"--out models/{name}.npz", f"--json models/{name}.json"]
         units = [f"python\0scripts/{'train_ar' if ar else 'train'}.py"] + [w.replace(" ", "\0") for w in words]

@@ -322,6 +322,20 @@ def test_bad_outputs_stop_before_training(runs, flags, says):
 
 
 @pytest.mark.scripts
+def test_each_trainer_has_its_feed_forward_width_and_the_flag_reaches_the_model(runs, tmp_path):
+    """train.py's denoiser narrows the blocks' feed-forward to 1 x dim, train_ar.py keeps GPT-2's 4 x dim (each its
+    best on the validation split); --mlp-ratio builds and saves what it says."""
+    assert checkpoint.read_meta(str(runs / "transformer.npz"))["config"]["mlp_ratio"] == 1
+    assert checkpoint.read_meta(str(runs / "ar.npz"))["config"]["mlp_ratio"] == 4
+    out = tmp_path / "m.npz"
+    r = run_script("scripts/train.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",
+                   "--mlp-ratio", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    model = checkpoint.load(str(out))[0]
+    assert model.config["mlp_ratio"] == 3 and model.blocks[0].mlp.fc.weight.shape == (3 * 64, 64)
+
+
+@pytest.mark.scripts
 def test_output_folders_are_created(runs, tmp_path):
     out, js = tmp_path / "a" / "b" / "m.npz", tmp_path / "c" / "figures.json"
     r = run_script("scripts/train_ar.py", *TINY, "--names", str(runs / "names300.txt"), "--num-samples", "0",

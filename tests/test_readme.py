@@ -1,6 +1,7 @@
 """The README stays true: its file table matches the code, the generated sections of its pages are filled in,
 and every command it shows runs, in the order shown, on a copy of the checkout (its Python snippets run in
 tests/test_docs.py, with the docs')."""
+import json
 import os
 import re
 import shutil
@@ -45,6 +46,21 @@ def test_generated_sections_are_filled(name):
 def test_pictures_are_generated(name, says):
     body = section(name)
     assert body.startswith("```") and says in body, f"run python scripts/update_readme.py ({name})"
+
+
+def test_each_shipped_command_spells_out_its_models_shape():
+    """The trainer commands rebuilt from models/*.json make those models even after the scripts' defaults change:
+    every model setting is a flag with the JSON's value (a JSON without mlp_ratio predates it: GPT-2's 4)."""
+    commands = [line for line in section("shipped_commands").replace("\\\n    ", " ").splitlines()
+                if line.startswith("python scripts/")]
+    assert commands
+    for command in commands:
+        words = command.split()[2:]
+        flags = dict(zip(words[::2], words[1::2]))
+        with open(os.path.join(ROOT, flags["--json"])) as f:
+            model = json.load(f)["model"]
+        for key in ("dim", "layers", "heads", "mlp_ratio"):
+            assert flags["--" + key.replace("_", "-")] == str(model.get(key, 4)), (command, key)
 
 
 # what each script needs to finish in seconds: a few steps, few names, a loose NELBO

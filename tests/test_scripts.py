@@ -134,6 +134,7 @@ def test_tune_ranks_variants_on_validation_and_continues_an_interrupted_sweep(tm
     rows = json.load(open(out))["rows"]
     assert [row["variant"] for row in rows] == ["default", "min_lr0", "k_power-1"]
     assert [row["train"]["k_power"] for row in rows] == [0, 0, -1]          # uniform k unless a variant says
+    assert [row["model"]["mlp_ratio"] for row in rows] == [4, 4, 4]         # GPT-2's feed-forward unless it says
     assert "k-power -1" in r.stdout
     r = run_script("scripts/tune.py", "--json", out, "--show")
     assert r.returncode == 0 and "3 variants of `scripts/train.py`, ranked." in r.stdout and "..." not in r.stdout
