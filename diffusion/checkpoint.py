@@ -1,12 +1,13 @@
 """Checkpoints as .npz (no pickle): weights, optimizer state (and the weights' moving average's, when training
-keeps one), step, config (JSON) and RNG states.
+keeps one, and mid-run the best validated weights so far), step, config (JSON) and RNG states.
 
 Written atomically: to a temporary file in the same folder, then renamed over the target, so a crash while
 saving leaves the previous checkpoint intact. The file gets the permissions the user's umask gives a new file.
 
 `meta` holds the model's `config` (its "kind" says which model: "transformer", "ar_transformer", ...), the
-training `step`, and `extra`: the training settings, RNG state, figures and, under "data", the names file the
-model was trained on (data.NamesData.record: its path, SHA-256, the split rule and L).
+training `step`, and `extra`: the training settings, RNG state, figures, under "data" the names file the model
+was trained on (data.NamesData.record: its path, SHA-256, the split rule and L) and, mid-run, under "progress" the
+run so far (trainer.train's: curves, time, validation state).
 """
 import json
 import os
@@ -93,8 +94,8 @@ def describe(meta):
 
 def load(path):
     """Read a checkpoint: returns (model, meta, training) where training = dict(optimizer=its state dict,
-    ema=the moving average's, best=the best validated weights so far), each {} when the file has none. Raises CheckpointError, never a raw NumPy/zip
-    traceback, for a missing, truncated, corrupt or mismatching file."""
+    ema=the moving average's, best=the best validated weights so far), each {} when the file has none. Raises
+    CheckpointError, never a raw NumPy/zip traceback, for a missing, truncated, corrupt or mismatching file."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint")
     if not zipfile.is_zipfile(path):

@@ -324,8 +324,9 @@ def read_checkpoint(path):
 def load_checkpoint(path, kinds=None, use=""):
     """read_checkpoint, for a tool that samples or scores the model: a mid-run checkpoint of an --ema run holds
     the trained weights and their moving average; the model gets the average, the weights training would end with
-    (a finished run's file holds only those). kinds: the model kinds the caller can use (None: any); `use` says
-    what for, in the message. Returns (model, meta, training state)."""
+    unless a later validation keeps an earlier best (a finished run's file holds only the weights it ended with).
+    kinds: the model kinds the caller can use (None: any); `use` says what for, in the message. Returns (model,
+    meta, training state)."""
     model, meta, training = read_checkpoint(path)
     if kinds is not None and model.config["kind"] not in kinds:
         fail(f"{path} holds {checkpoint.describe(meta)}; {use or 'this tool'} needs "
@@ -528,9 +529,10 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
     checkpoint again with extra figures (to a printed fallback file if args.out cannot be written after all,
     which then becomes args.out).
 
-    Mid-run checkpoints carry what a resume needs: Adam's two moments and the average's state, three times the
-    weights. A finished run cannot be resumed (a longer run is a new run), so its file keeps the weights alone:
-    the ones training ended with (the average, or the best validated)."""
+    Mid-run checkpoints carry what a resume needs: Adam's two moments, the average's state and the run so far with
+    its best validated weights, up to five times the weights. A finished run cannot be resumed (a longer run is a
+    new run), so its file keeps the weights alone: the ones training ended with (the average, or the best
+    validated)."""
     if cfg.eval_every and validate is not None and not len(data.val):
         fail("--eval-every needs a validation split, and this names file has none")
 
@@ -538,7 +540,7 @@ def fit(args, model, cfg, data, objective, start_step=0, training=None, validate
 
     def save(step, optimizer, ema, progress=None, **figures):
         """progress (trainer.train's, mid-run): the curves, time and best weights so far, for a resume to go on."""
-        best = progress and progress["best_weights"]
+        best = progress["best_weights"] if progress else None
         if progress:
             figures["progress"] = {k: v for k, v in progress.items() if k != "best_weights"}
         extra = dict(train=cfg.__dict__, data=data.record(), engine_rng=tl.random.get_state(), **ended, **figures)

@@ -6,8 +6,9 @@ checkpoint. So a run stopped at step s and resumed repeats the uninterrupted run
 
 Early stopping (optional, cfg.eval_every > 0 and a `validate` function): every eval_every steps the model is
 scored on held-out rows; the best weights so far are kept in memory, training stops after `patience`
-evaluations without improvement (0: never stops early), and the model ends with the best weights. The best
-weights are not in mid-run checkpoints, so a resumed run tracks the best again from the resume step.
+evaluations without improvement (0: never stops early), and the model ends with the best weights. Mid-run
+checkpoints hold the run so far (the curves, the time, the tracker and its best weights: `progress`), so a
+resumed run ends as the uninterrupted one, figures included.
 
 Weight averaging (optional, cfg.ema > 0): tinygrad_lite.optim.ExponentialMovingAverage follows the weights
 after every step; validation scores the average, and the model ends with it (or with the best validated
@@ -142,14 +143,17 @@ class _BestWeights:
 
     def __init__(self, patience, state=None, weights=None):
         self.curve, self.best, self.best_step, self.weights, self.patience, self.bad = [], np.inf, 0, None, patience, 0
-        if state and state["validation"]:
-            self.curve = [(step, value) for step, value in state["validation"]]
-            self.best = min(value for _, value in self.curve)
-            self.best_step, self.bad, self.weights = state["best_step"], state["bad"], weights
+        if state:
+            self._restore(state, weights)
 
     def state(self):
-        """The JSON-able part of what a resumed run needs (the best weights are saved beside it)."""
-        return dict(validation=self.curve, best_step=self.best_step, bad=self.bad)
+        """The JSON-able part of what a resumed run needs (the best weights are saved beside it; json writes an
+        infinite best, before any validation, as Infinity and reads it back)."""
+        return dict(validation=self.curve, best=self.best, best_step=self.best_step, bad=self.bad)
+
+    def _restore(self, state, weights):
+        self.curve = [(step, value) for step, value in state["validation"]]
+        self.best, self.best_step, self.bad, self.weights = state["best"], state["best_step"], state["bad"], weights
 
     def update(self, step, value, model):
         """Record a validation figure; returns True when training should stop (patience exhausted)."""
@@ -227,8 +231,10 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
         if validate is not None and cfg.eval_every else None
 
     def so_far():
-        return dict(history=history, window=window, seconds=progress.get("seconds", 0.0) + time.perf_counter() - start,
-                    tracker=tracker and tracker.state(), best_weights=tracker and tracker.weights)
+        """The run up to now, for save() and the result: what `progress=` takes back on a resume."""
+        seconds = progress.get("seconds", 0.0) + time.perf_counter() - start
+        return dict(history=history, window=window, seconds=seconds, tracker=tracker and tracker.state(),
+                    best_weights=tracker and tracker.weights)
     stopped_early, step = False, start_step
     with _CtrlC() as ctrl_c, gradients(model, objective, workers, worker_init) as grads:
         for step in range(start_step + 1, cfg.steps + 1):
@@ -250,7 +256,7 @@ def train(model, x_train, cfg, objective, log=print, start_step=0, optimizer_sta
                     stopped_early = tracker.validate(step, model, validate, cfg, metric, log)
             if save and ((save_every and step % save_every == 0) or step == cfg.steps or ctrl_c.pressed):
                 save(step, opt, ema, so_far())
-            if ctrl_c.pressed and step < cfg.steps:
+            if ctrl_c.pressed and step < cfg.steps and not stopped_early:   # a run that stopped early ends
                 raise TrainingStopped(f"interrupted at step {step}", step, True)
             if stopped_early:
                 break

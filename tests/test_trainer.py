@@ -140,6 +140,8 @@ def test_a_resumed_run_goes_on_with_its_curves_time_and_best_weights():
     reference, saved = run(whole := tiny_ar(L=8))
     weights, optimizer, progress = saved[12]
     assert [s for s, _ in progress["history"]] == [5, 10] and progress["tracker"]["best_step"] == 10
+    as_saved = {k: v for k, v in progress.items() if k != "best_weights"}   # the checkpoint keeps it as JSON
+    progress = dict(json.loads(json.dumps(as_saved)), best_weights=progress["best_weights"])
     resumed = tiny_ar(L=8)
     resumed.load_state_dict(weights)
     result, _ = run(resumed, start_step=12, optimizer_state=optimizer, progress=progress)
@@ -147,6 +149,23 @@ def test_a_resumed_run_goes_on_with_its_curves_time_and_best_weights():
     assert result["best_step"] == reference["best_step"] == 10 and result["seconds"] > progress["seconds"]
     for name, value in resumed.state_dict().items():
         np.testing.assert_array_equal(value, whole.state_dict()[name])
+
+
+def test_ctrl_c_during_the_validation_that_stops_early_ends_the_run():
+    """A Ctrl-C that lands while the last allowed validation runs: the run ends stopped early with its best
+    weights (a file that could be resumed would train on past the stop)."""
+    model, x = tiny_ar(L=8), encode(NAMES, 8)
+    figures = iter([1.0, 2.0])                                        # patience 1: the 2nd validation stops it
+
+    def validate(model):
+        value = next(figures)
+        if value == 2.0:
+            os.kill(os.getpid(), signal.SIGINT)                        # the user presses Ctrl-C just now
+        return value
+    cfg = TrainConfig(steps=30, batch_size=12, lr=3e-3, warmup=5, log_every=10, eval_every=5, patience=1)
+    result = train(model, x, cfg, Objective(ar_prepare, next_token_loss), log=lambda *_: None, metric="nll",
+                   validate=validate)
+    assert result["stopped_early"] and result["last_step"] == 10 and result["best_step"] == 5
 
 
 # ---------------------------------------------------------------------- end to end: scripts/train_minimal.py
