@@ -33,13 +33,13 @@ STEPS64 = ["--steps", "3000", "--batch-size", "64", "--lr", "2e-3"]
 BASE = STEPS64 + ["--ema", "0"]
 
 
-def batch128_ema(steps):
-    """batch128_ema's settings for `steps` steps: a smaller network gets the steps it buys in the same time."""
-    return ["--steps", str(steps), "--batch-size", "128", "--lr", "3e-3", "--ema", "0.999"]
+def batch128(steps, ema):
+    """`steps` steps of 128 at lr 3e-3 with moving-average decay `ema` ("0": none). A smaller network than the
+    default gets more steps: the ones it buys in the same time."""
+    return ["--steps", str(steps), "--batch-size", "128", "--lr", "3e-3", "--ema", ema]
 
 
-STEPS128 = ["--steps", "2000", "--batch-size", "128", "--lr", "3e-3"]
-BATCH128, BATCH128_EMA = STEPS128 + ["--ema", "0"], batch128_ema(2000)
+BATCH128, BATCH128_EMA = batch128(2000, "0"), batch128(2000, "0.999")
 # Two settings came after the first sweeps, which left them to the trainers: how the denoiser draws the mask
 # count k (uniformly then; the AR trainer has no such flag) and the blocks' feed-forward width (GPT-2's 4 x the
 # width then). A variant that does not set them gets those values spelled out.
@@ -56,13 +56,13 @@ VARIANTS = {
     "k_power-0.5": (BATCH128_EMA + ["--k-power", "-0.5"], "batch128_ema, q(k) ∝ k^-0.5: more rows with few masks"),
     "k_power-1": (BATCH128_EMA + ["--k-power", "-1"], "batch128_ema, q(k) ∝ 1/k: every row weighs the same"),
     "k_power+0.5": (BATCH128_EMA + ["--k-power", "0.5"], "batch128_ema, q(k) ∝ k^0.5: more rows with many masks"),
-    "layers3": (batch128_ema(2600) + ["--k-power", "-0.5", "--layers", "3"],
+    "layers3": (batch128(2600, "0.999") + ["--k-power", "-0.5", "--layers", "3"],
                 "k_power-0.5 with 3 blocks instead of 4 and 30% more steps (about the same time)"),
-    "mlp2": (batch128_ema(2400) + ["--k-power", "-0.5", "--mlp-ratio", "2"],
+    "mlp2": (batch128(2400, "0.999") + ["--k-power", "-0.5", "--mlp-ratio", "2"],
              "k_power-0.5 with feed-forward width 2 x 64 instead of 4 x 64 and 20% more steps (about the same time)"),
-    "mlp1": (batch128_ema(2700) + ["--k-power", "-0.5", "--mlp-ratio", "1"],
+    "mlp1": (batch128(2700, "0.999") + ["--k-power", "-0.5", "--mlp-ratio", "1"],
              "k_power-0.5 with feed-forward width 64 instead of 4 x 64 and 35% more steps (about the same time)"),
-    "batch128_ema_mlp1": (batch128_ema(2700) + ["--mlp-ratio", "1"],
+    "batch128_ema_mlp1": (batch128(2700, "0.999") + ["--mlp-ratio", "1"],
                           "batch128_ema with feed-forward width 64 and 35% more steps (mlp1 for the AR: uniform k)"),
     "batch256": (["--steps", "1000", "--batch-size", "256", "--lr", "4e-3", "--ema", "0"],
                  "four times the batch for a third of the steps"),
