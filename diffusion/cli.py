@@ -119,6 +119,13 @@ class OneLineParser(argparse.ArgumentParser):
         fail(f"{message} (see --help)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, but no "(default: None)": such a flag's help says what it does without it."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def script_main(main):
     """Run a script's main() as the program: with the allocator setting that keeps freed memory for reuse
     (tinygrad_lite.malloc: process-wide, so the program's choice; bench shows what it buys), and Ctrl-C anywhere
@@ -135,7 +142,7 @@ def script_main(main):
 def trainer_parser(description, **defaults):
     """argparse for a trainer; `defaults` overrides TrainConfig's defaults and adds model flags' defaults."""
     d = {**TrainConfig().__dict__, "out": "runs/model.npz", "num_samples": 1000, "sample_steps": None, **defaults}
-    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--steps", type=positive_int, default=d["steps"], help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="names per step")
     p.add_argument("--lr", type=positive_float, default=d["lr"], help="peak learning rate (AdamW)")
