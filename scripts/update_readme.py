@@ -346,7 +346,8 @@ def bench_table():
 
 
 CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long60k/compare.json"),
-             ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"), ("judge", None)]
+             ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"),
+             ("crossover/ar", None), ("crossover/diffusion", "crossover/compare.json"), ("judge", None)]
 
 
 def shipped_runs():
@@ -378,7 +379,9 @@ def crossover_section():
         regular = ", ".join(f"{label} {t[key] if key in t else m[key]:g}" for key, label in
                             (("dropout", "dropout"), ("weight_decay", "weight decay"), ("ema", "ema"))
                             if (t.get(key) or m.get(key)))
-        rows.append(f"| `models/{name}.npz` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
+        shipped = f"models/{name}.npz" if os.path.exists(os.path.join(ROOT, "models", f"{name}.npz")) else \
+            f"models/{name}.json"                        # a run whose weights are not shipped: its figures
+        rows.append(f"| `{shipped}` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
                     f"{t['steps']:,} x {t['batch_size']} | {r['train_seconds'] / 60:.0f} min | {regular or '-'} | "
                     f"{best_val:.4f} at {r['best_step']:,} | **{test:.4f}** | "
                     f"{'-' if bound is None else f'{bound:.4f}'} |")
@@ -441,6 +444,10 @@ def shipped_sections(put):
             "models/wide/ar.npz" if shipped("wide/ar.npz") else "models/long60k/ar.npz", "models/wide/diffusion.npz",
             "models/wide/compare.json",
             ("Training", "Test likelihood", "Samples", "Learning curves")))
+    if shipped("wide/ar.npz", "crossover/diffusion.json"):  # the JSON is written when the run ends, not mid-run
+        put("compare_crossover", compare_section(
+            "models/wide/ar.npz", "models/crossover/diffusion.npz", "models/crossover/compare.json",
+            ("Training", "Test likelihood", "Samples", "Learning curves")))
     put("crossover", crossover_section())
     put("shipped_commands", shipped_commands())
     if shipped("tune/default.json", "tune/ar.json"):
@@ -449,7 +456,8 @@ def shipped_sections(put):
     if shipped("judge.npz"):
         put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
                                       "models/long60k/diffusion.npz", "models/long60k/ar.npz",
-                                      "models/wide/diffusion.npz", "models/wide/ar.npz"]))
+                                      "models/wide/diffusion.npz", "models/wide/ar.npz",
+                                      "models/crossover/diffusion.npz"]))
 
 
 def main():
