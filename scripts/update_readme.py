@@ -345,6 +345,11 @@ def bench_table():
     return f"{table.strip()}\n\n{machine.replace('machine: ', 'Measured on: ')}."
 
 
+def shipped(*files):
+    """Whether every one of `files` (paths under models/) ships in this checkout."""
+    return all(os.path.exists(os.path.join(ROOT, "models", f)) for f in files)
+
+
 CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long60k/compare.json"),
              ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"),
              ("crossover/ar", None), ("crossover/diffusion", "crossover/compare.json"), ("judge", None)]
@@ -367,7 +372,7 @@ def crossover_section():
     for name, r, compare in shipped_runs():
         t, m, ar = r["train"], r["model"], r["model"]["kind"] == "ar_transformer"
         test, bound = (r["test"]["nll"] if ar else r["test"]["nelbo"]), None
-        if not ar and compare and os.path.exists(os.path.join(ROOT, "models", compare)):
+        if not ar and compare and shipped(compare):
             with open(os.path.join(ROOT, "models", compare)) as f:
                 fixed = json.load(f)["info"]["diffusion"]["likelihood"]
             bound = min(v["nll"] for k, v in fixed.items() if k != "nelbo")
@@ -379,9 +384,8 @@ def crossover_section():
         regular = ", ".join(f"{label} {t[key] if key in t else m[key]:g}" for key, label in
                             (("dropout", "dropout"), ("weight_decay", "weight decay"), ("ema", "ema"))
                             if (t.get(key) or m.get(key)))
-        shipped = f"models/{name}.npz" if os.path.exists(os.path.join(ROOT, "models", f"{name}.npz")) else \
-            f"models/{name}.json"                        # a run whose weights are not shipped: its figures
-        rows.append(f"| `{shipped}` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
+        file = f"models/{name}.npz" if shipped(f"{name}.npz") else f"models/{name}.json"  # or only its figures
+        rows.append(f"| `{file}` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
                     f"{t['steps']:,} x {t['batch_size']} | {r['train_seconds'] / 60:.0f} min | {regular or '-'} | "
                     f"{best_val:.4f} at {r['best_step']:,} | **{test:.4f}** | "
                     f"{'-' if bound is None else f'{bound:.4f}'} |")
@@ -434,7 +438,6 @@ def shipped_commands():
 def shipped_sections(put):
     """The sections made from the models that ship in models/ (never retrained here): the 60,000-step pair, the
     width-128 run, the tuning sweeps and the judged samples."""
-    shipped = lambda *files: all(os.path.exists(os.path.join(ROOT, "models", f)) for f in files)  # noqa: E731
     if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
         put("compare_long60k", compare_section(
             "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
