@@ -17,8 +17,15 @@ Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
   could be a PAD), then the most confident masked position among the first n, with PAD excluded (letters
   renormalized). It puts no mass on rows with a letter after PAD, so
       -log p(x) = -log P(len = n) + sum_{j=1..n} -log p(x_{s_j} | revealed; letters only).
-Standard errors: for exact figures (AR NLL, ordered NLL) the test-set sampling error of the ratio
-sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
+* denoiser, optionally: an importance-weighted bound over K uniformly random orders. Revealing one uniformly
+  random position a step (MDLM's ancestral sampler with S = L) makes the denoiser a uniform mixture of the
+  L! fixed-order models, p(x) = E_sigma[p_sigma(x)] (Hoogeboom et al. 2022, "Autoregressive diffusion
+  models"); the NELBO is E_sigma[-log p_sigma(x)], its Jensen bound. With K orders drawn per name,
+      B_K(x) = -log (1/K) sum_{k=1..K} p_{sigma_k}(x)
+  is the importance-weighted bound (Burda et al. 2016, IWAE): B_1 is one draw of the NELBO, E[B_K] falls with K
+  and tends to -log p(x), the exact NLL of the diffusion model itself. Each order costs L forward passes.
+Standard errors: for exact figures (AR NLL, ordered NLL) and the bound B_K the test-set sampling error of the
+ratio sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
 
 Samples: `generate` draws names from either model; `sample_quality` adds the figures of metrics.sample_report.
 
@@ -65,9 +72,31 @@ def ordered_nll(model, x, order="left_to_right", schedule=None, pool=None):
     schedule: for time-conditioned denoisers, t is the time whose mask rate equals the row's MASK fraction."""
     if order not in DECODING_ORDERS:
         raise ValueError(f"ordered_nll: order must be one of {DECODING_ORDERS}, got {order!r}")
-    jobs = [(x[a:b], order, schedule or CosineSchedule()) for a, b in chunk_bounds(len(x))]
+    if order == "left_to_right":                     # the same fixed order for every row: positions 0..L-1
+        order = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+    jobs = [(x[a:b], order if isinstance(order, str) else order[a:b], schedule or CosineSchedule())
+            for a, b in chunk_bounds(len(x))]
     with eval_mode(model):
         return np.concatenate(run(model, _ordered_job, jobs, pool)) if jobs else np.zeros(0)
+
+
+@no_grad()
+def random_orders_nll(model, x, orders=16, seed=0, schedule=None, pool=None):
+    """-log p_sigma(x) (K, N) of rows x (N, L) in K = `orders` uniformly random orders sigma, drawn per row
+    (the K orders of every row from the seeds (seed, 0..K-1)): the terms of `iw_bound`. K L forward passes
+    per chunk of rows, all K orders' chunks spread over the pool at once."""
+    jobs = []
+    for k in range(orders):
+        order = np.random.default_rng([seed, k]).random(x.shape).argsort(axis=1)        # (N, L) permutations
+        jobs += [(x[a:b], order[a:b], schedule or CosineSchedule()) for a, b in chunk_bounds(len(x))]
+    with eval_mode(model):
+        parts = run(model, _ordered_job, jobs, pool)
+    return np.concatenate(parts).reshape(orders, len(x)) if parts else np.zeros((orders, 0))
+
+
+def iw_bound(order_nll):
+    """B_K = -log (1/K) sum_k exp(-nll_k) per row (module docstring): (K, N) NLLs in K orders -> (N,)."""
+    return -(np.logaddexp.reduce(-order_nll, axis=0) - np.log(len(order_nll)))
 
 
 def _log_softmax(logits):
@@ -76,9 +105,10 @@ def _log_softmax(logits):
 
 @no_grad()
 def _ordered_job(model, job):
-    """ordered_nll of one chunk: job = (x (n, L), order, schedule) -> (n,)."""
+    """ordered_nll of one chunk: job = (x (n, L), order, schedule) -> (n,). order: 'confident', 'length_first',
+    or the positions (n, L) to reveal, row i revealing order[i, j] at step j."""
     x, order, schedule = job
-    if order == "length_first":
+    if isinstance(order, str) and order == "length_first":
         return _length_first_chunk(model, x, schedule)
     N, L = x.shape
     rows = np.arange(N)
@@ -88,11 +118,10 @@ def _ordered_job(model, job):
         t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
         logits = predict_logits(model, xt, t)                               # (N, L, 27)
         logp = _log_softmax(logits)
-        if order == "left_to_right":
-            pos = np.full(N, j)
+        if isinstance(order, str):                                          # 'confident'
+            pos = np.where(xt == MASK, logp.max(-1), -np.inf).argmax(axis=1)
         else:
-            confidence = np.where(xt == MASK, logp.max(-1), -np.inf)
-            pos = confidence.argmax(axis=1)
+            pos = order[:, j]
         nll -= logp[rows, pos, x[rows, pos]]
         xt[rows, pos] = x[rows, pos]
     return nll
@@ -130,10 +159,12 @@ def _length_first_chunk(model, x, schedule):
     return np.where(valid, nll, np.inf)
 
 
-def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS, pool=None):
+def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS, iw_orders=0,
+                       pool=None):
     """Likelihood figures of `model` on rows x (N, L), nats/char, each dict(nll, se, seconds).
     AR: {'nll'}; denoiser: {'nelbo'} + one per decoding order in `orders` (default all: 'left_to_right',
-    'confident', 'length_first'); nelbo also holds repeats and method. pool: a ModelPool or None."""
+    'confident', 'length_first'); nelbo also holds repeats and method. iw_orders = K > 0 adds 'random_orders',
+    the importance-weighted bound over K random orders, with its `bound_by_orders`. pool: a ModelPool or None."""
     chars = chars_per_name(x)
     out = {}
 
@@ -150,15 +181,35 @@ def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=D
     timed("nelbo", run_nelbo)
     for order in orders:
         timed(order, lambda: ratio_figure(ordered_nll(model, x, order, schedule, pool), chars))
+    if iw_orders:
+        def run_iw():
+            nll = random_orders_nll(model, x, iw_orders, seed, schedule, pool)
+            return dict(ratio_figure(iw_bound(nll), chars), orders=iw_orders,
+                        bound_by_orders=bound_by_orders(nll, chars))
+        timed("random_orders", run_iw)
     return out
+
+
+def bound_by_orders(order_nll, chars):
+    """[(k, B_k in nats/char)] for k = 1, 2, 4, ... <= K from (K, N) NLLs in K orders: each B_k the mean over the
+    K // k disjoint groups of k orders, so the figures show how the bound tightens with the orders spent."""
+    K, ks = len(order_nll), [2 ** i for i in range(len(order_nll).bit_length())]
+    return [(k, float(np.mean([iw_bound(order_nll[i:i + k]).sum() for i in range(0, K - k + 1, k)]) / chars.sum()))
+            for k in ks]
 
 
 LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",
                          left_to_right="test NLL of the left-to-right sampler (exact)",
                          confident="test NLL of the most-confident-first sampler (exact)",
-                         length_first="test NLL of the length-first sampler (exact)")
-SE_NOTE = ("± se: for the NELBO, the Monte-Carlo error from its random masks; for an exact NLL, the error from "
-           "which names happen to be in the test split.")
+                         length_first="test NLL of the length-first sampler (exact)",
+                         random_orders="test NLL bound over {orders} random orders (importance-weighted)")
+SE_NOTE = ("± se: for the NELBO, the Monte-Carlo error from its random masks; for an exact NLL (and the bound over "
+           "random orders), the error from which names happen to be in the test split.")
+
+
+def label(name, figure):
+    """The words for likelihood figure `name` (LIKELIHOOD_LABELS, with the figure's own numbers filled in)."""
+    return LIKELIHOOD_LABELS[name].format(**figure)
 
 
 NELBO_METHODS = dict(identity="each a mask size k and k masked positions (the exact identity)",
@@ -174,7 +225,7 @@ def format_likelihood(figures):
                 if name == "nelbo" else "± from which names happen to be in the test split")
         if "impossible" in f:
             kind = f"{f['impossible']} names have probability 0 under it"
-        lines.append(f"{LIKELIHOOD_LABELS[name]} {f['nll']:.4f} ± {f['se']:.4f} nats/char ({kind}, "
+        lines.append(f"{label(name, f)} {f['nll']:.4f} ± {f['se']:.4f} nats/char ({kind}, "
                      f"{f['seconds']:.1f}s)")
     return lines
 
@@ -238,13 +289,14 @@ def sample_quality(model, data, temperature=1.0, num=1000, steps=None, seed=0, a
 
 
 def evaluate_model(model, data, temperatures=(1.0,), num=1000, steps=None, seed=0, ar_model=None, target_se=0.01,
-                   pool=None):
-    """The full evaluation of one model on the test split: dict(likelihood (likelihood_figures), samples (one
-    sample_quality dict per temperature)). ar_model scores the samples (default: the model itself if AR).
-    pool: a ModelPool of `model`, or None."""
+                   iw_orders=0, pool=None):
+    """The full evaluation of one model on the test split: dict(likelihood (likelihood_figures, with the bound
+    over iw_orders random orders if > 0), samples (one sample_quality dict per temperature)). ar_model scores the
+    samples (default: the model itself if AR). pool: a ModelPool of `model`, or None."""
     if ar_model is None and is_autoregressive(model):
         ar_model = model
-    return dict(likelihood=likelihood_figures(model, data.test, seed=seed, target_se=target_se, pool=pool),
+    return dict(likelihood=likelihood_figures(model, data.test, seed=seed, target_se=target_se, iw_orders=iw_orders,
+                                              pool=pool),
                 samples=[sample_quality(model, data, t, num, steps, seed, ar_model, pool) for t in temperatures])
 
 
@@ -258,7 +310,7 @@ def likelihood_table(models):
     """models: {name: likelihood_figures dict} -> one row per figure; when exactly one model is AR, a column
     gives every other figure relative to its exact NLL (+7.0% = 7% more nats/char than the AR)."""
     exact = [f["nll"] for figures in models.values() for k, f in figures.items() if k == "nll"]
-    rows = [[name, LIKELIHOOD_LABELS[k].replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
+    rows = [[name, label(k, f).replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
             + ([f"{100 * (f['nll'] / exact[0] - 1):+.1f}%" if k != "nll" else ""] if len(exact) == 1 else [])
             for name, figures in models.items() for k, f in figures.items()]
     return markdown_table(["model", "test likelihood", "nats/char", "± se"] + (["vs AR"] if len(exact) == 1 else []),

@@ -25,7 +25,7 @@ from diffusion.autoregressive import ARTransformer  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail,  # noqa: E402
                            k_power, load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
-                           train_and_test, trainer_parser, worker_errors, workers)
+                           train_and_test, trainer_parser, whole_number, worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
 from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
                                 markdown_table, sample_quality, samples_table)
@@ -49,6 +49,9 @@ def parse_args():
     p.add_argument("--diffusion-checkpoint", default=None, help="use this denoiser instead of training one")
     p.add_argument("--sweep-temperature", type=float, default=1.0, help="temperature of the steps-S table")
     p.add_argument("--judge", default=None, help="an AR model trained with another seed, scoring the samples")
+    p.add_argument("--iw-orders", type=whole_number, default=0, metavar="K",
+                   help="also bound the denoiser's NLL by importance weighting over K uniformly random orders "
+                        "(K x L network passes a test name; 0: skip)")
     args = p.parse_args()
     if args.num_samples == 0:
         fail("compare.py compares samples: --num-samples must be at least 1")
@@ -108,7 +111,7 @@ def get_model(kind, given, args, data):
             fail(f"{path}: the model has L={model.L}, but the other model has L={data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
         with worker_errors(), model_pool(model, args.workers, rows=len(data.test)) as pool:
-            figures = likelihood_figures(model, data.test, seed=args.seed, pool=pool)
+            figures = likelihood_figures(model, data.test, seed=args.seed, iw_orders=args.iw_orders, pool=pool)
         extra = meta["extra"]
         return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"], train=extra.get("train"),
                            best_step=extra.get("best_step"), validation=extra.get("validation", []),
@@ -121,7 +124,7 @@ def get_model(kind, given, args, data):
         fail(str(e))
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     args.out = out_path(args, kind)
-    trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS)
+    trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS, iw_orders=args.iw_orders)
     result = trained["result"]
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
                        train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],
@@ -187,6 +190,10 @@ def main():
     print(training_table(models, info))
     print("\n## Test likelihood (nats/char, letters + end token)\n")
     print(likelihood_table({k: v["likelihood"] for k, v in info.items()}))
+    bound = info["diffusion"]["likelihood"].get("random_orders")
+    if bound:
+        print("\n## Importance-weighted bound versus random orders K (test, nats/char)\n")
+        print(markdown_table(["orders K", "bound"], [[k, f"{b:.4f}"] for k, b in bound["bound_by_orders"]]))
     print(f"\n## Samples (gen NLL: under the judge, {args.judge})\n" if args.judge else
           "\n## Samples (no --judge: no generative NLL)\n")
     print(samples_table(quality))

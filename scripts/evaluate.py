@@ -5,8 +5,9 @@
     python scripts/train_ar.py --seed 1 --num-samples 0 --out runs/judge.npz   # a judge for the samples (once)
     python scripts/evaluate.py --checkpoint runs/transformer.npz --ar-checkpoint runs/judge.npz --temperature 0.8
 
-Likelihood in nats/char (letters + 1 end token): the exact NLL for the AR model; for a denoiser the NELBO and
-the exact NLL of two fixed decoding orders (left to right, most confident first). Samples: % novel, % unique,
+Likelihood in nats/char (letters + 1 end token): the exact NLL for the AR model; for a denoiser the NELBO, the
+exact NLL of three decoding orders (left to right, most confident first, length first) and with --iw-orders K
+the importance-weighted bound over K random orders (K x L network passes a name). Samples: % novel, % unique,
 length TV to test, bigram KL to train, and their NLL under a judge (--ar-checkpoint: an AR model trained with
 another seed, scripts/judge.py says why; without one, an AR checkpoint gives its samples' own NLL, their
 entropy estimate). The test split is the one of the names file the checkpoint records; --names scores
@@ -21,7 +22,8 @@ from diffusion.autoregressive import is_autoregressive  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_CHECKPOINT, OneLineParser, add_workers_flag, check_json, check_judge,  # noqa: E402
                            fail, load_checkpoint, load_data, model_pool, nonnegative_float, positive_float,
-                           positive_int, recorded_names, save_json, script_main, worker_errors, workers)
+                           positive_int, recorded_names, save_json, script_main, whole_number, worker_errors,
+                           workers)
 from diffusion.evaluation import evaluate_model, format_likelihood  # noqa: E402
 from diffusion.metrics import format_report  # noqa: E402
 
@@ -38,6 +40,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-se", type=positive_float, default=0.01,
                    help="how precise the NELBO must be: its standard error from the random masks")
+    p.add_argument("--iw-orders", type=whole_number, default=0, metavar="K",
+                   help="a denoiser: also bound its NLL by importance weighting over K random orders (0: skip)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     add_workers_flag(p)
     args = p.parse_args()
@@ -50,6 +54,8 @@ def main():
         check_judge(args.ar_checkpoint, ar_meta, args.checkpoint, meta)
     if args.steps and is_autoregressive(model):
         fail(f"--steps is an option of the masked sampler; {args.checkpoint} holds an AR model")
+    if args.iw_orders and is_autoregressive(model):
+        fail(f"--iw-orders bounds a denoiser's NLL; {args.checkpoint} holds an AR model, whose NLL is exact")
     if args.steps and args.steps > model.L:
         fail(f"--steps must be between 1 and L={model.L}, got {args.steps}")
     args.names = recorded_names(args.checkpoint, meta, args.names)
@@ -57,7 +63,7 @@ def main():
     print(f"model: {type(model).__name__} {model.config}, {model.num_parameters():,} parameters")
     with worker_errors(), model_pool(model, workers(args.workers)) as pool:
         ev = evaluate_model(model, data, (args.temperature,), args.num_samples, args.steps, args.seed, ar_model,
-                            args.target_se, pool)
+                            args.target_se, args.iw_orders, pool)
     print("\n".join(format_likelihood(ev["likelihood"])))
     for row in ev["samples"]:
         gen = "" if "generative_nll" in row else "  gen NLL n/a (pass --ar-checkpoint)"

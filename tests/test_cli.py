@@ -274,6 +274,8 @@ def test_evaluate_scores_an_ar_checkpoint(runs):
     r = run_script("scripts/evaluate.py", "--checkpoint", str(runs / "ar.npz"), "--num-samples", "20")
     assert r.returncode == 0, r.stderr
     assert "test NLL (exact)" in r.stdout and "own NLL" in r.stdout
+    line = one_line_error(run_script("scripts/evaluate.py", "--checkpoint", str(runs / "ar.npz"), "--iw-orders", "4"))
+    assert "--iw-orders bounds a denoiser's NLL" in line and "holds an AR model" in line
 
 
 # ----------------------------------------------------------------------------- 3. the recorded names file

@@ -13,8 +13,9 @@ from diffusion.autoregressive import ARTransformer, name_nll
 from diffusion.checkpoint import build_model
 from diffusion.chunks import CHUNK_ROWS
 from diffusion.data import DEFAULT_NAMES, LETTERS, MASK, NUM_CLASSES, PAD, NamesData, encode
-from diffusion.evaluation import (curves_table, evaluate_model, format_likelihood, likelihood_figures,
-                                 likelihood_table, ordered_nll, ratio_figure, sample_chunked)
+from diffusion.evaluation import (bound_by_orders, curves_table, evaluate_model, format_likelihood, iw_bound,
+                                 likelihood_figures, likelihood_table, ordered_nll, random_orders_nll, ratio_figure,
+                                 sample_chunked)
 from diffusion.metrics import generative_nll
 from diffusion.models import TransformerDenoiser
 
@@ -34,13 +35,16 @@ def log_probs(model, row):
 
 
 def reference_ordered_nll(model, x, order):
-    """One row at a time, one position at a time: pick the next position, add -log p(true token), reveal it."""
+    """One row at a time, one position at a time: pick the next position, add -log p(true token), reveal it.
+    order: 'left_to_right', 'confident', or the positions (N, L) each row reveals, in turn."""
     out = []
-    for row in x:
+    for r, row in enumerate(x):
         xt, total = np.full(len(row), MASK), 0.0
         for j in range(len(row)):
             logp = log_probs(model, xt)
-            if order == "left_to_right":
+            if not isinstance(order, str):
+                i = order[r][j]
+            elif order == "left_to_right":
                 i = j
             else:                           # the masked position with the highest top probability
                 i = max((i for i in range(len(row)) if xt[i] == MASK), key=lambda i: logp[i].max())
@@ -133,6 +137,76 @@ def test_length_one_toy_is_exact():
     chars = 2 + 1 + 2
     for key in ("nelbo", "left_to_right", "confident"):
         np.testing.assert_allclose(figures[key]["nll"], expected.sum() / chars, rtol=1e-5)
+
+
+def sharp_denoiser(L, seed=1):
+    """An untrained tiny denoiser with its output scaled up: orders then give names very different probabilities."""
+    model = tiny_denoiser(L, seed)
+    model.head.weight.data *= 6
+    model.head.bias.data *= 6
+    return model
+
+
+def test_random_orders_nll_follows_the_drawn_orders():
+    """Order k of every row is the argsort of uniform keys from the seed (seed, k), scored step by step."""
+    model, x = tiny_denoiser(L=6), encode(NAMES, 6)
+    got = random_orders_nll(model, x, orders=3, seed=7)
+    for k in range(3):
+        order = np.random.default_rng([7, k]).random(x.shape).argsort(axis=1)
+        np.testing.assert_allclose(got[k], reference_ordered_nll(model, x, order), rtol=1e-5)
+    assert random_orders_nll(model, x[:0], orders=3).shape == (3, 0)
+
+
+def test_nelbo_is_the_mean_over_orders_and_the_bound_tends_to_the_mixture():
+    """L = 3, all 6 orders listed: the NELBO identity (every k-subset, by hand) is the mean of -log p_sigma over
+    the orders, and -log mean_sigma p_sigma is the random-order model's exact NLL. With K = 800 drawn orders:
+    their mean NLL is the identity, the bound of groups of 4 lies between the mean (K = 1) and the exact NLL
+    (summed over the names), and the bound of all 800 is the exact NLL, each to within 4 standard errors."""
+    model, x = sharp_denoiser(L=3, seed=3), encode(["abc", "mo", "z", "eve", "ida"], 3)
+    orders = [np.tile(p, (len(x), 1)) for p in itertools.permutations(range(3))]
+    per_order = np.array([reference_ordered_nll(model, x, o) for o in orders])          # (6, N)
+    identity = np.zeros(len(x))
+    for r, row in enumerate(x):
+        for k in range(1, 4):
+            subsets = list(itertools.combinations(range(3), k))
+            for m in subsets:
+                xt = row.copy()
+                xt[list(m)] = MASK
+                logp = log_probs(model, xt)
+                identity[r] -= sum(logp[i, row[i]] for i in m) / k / len(subsets)
+    np.testing.assert_allclose(per_order.mean(axis=0), identity, rtol=1e-5)
+    exact = -np.log(np.exp(-per_order).mean(axis=0))
+    np.testing.assert_allclose(iw_bound(per_order), exact, rtol=1e-9)
+    assert np.all(identity - exact > 0.05)                        # the orders disagree: Jensen's gap is visible
+
+    nll = random_orders_nll(model, x, orders=800, seed=0)                               # (800, N)
+    assert np.all(np.abs(nll.mean(axis=0) - identity) < 4 * nll.std(axis=0) / np.sqrt(800))
+    groups_of_4 = iw_bound(nll.reshape(200, 4, -1).transpose(1, 0, 2))                   # (200, N)
+    assert nll.mean(axis=0).sum() > groups_of_4.mean(axis=0).sum() > exact.sum()
+    weights = np.exp(exact - nll)                                 # p_sigma / p: mean 1; B_K's se ~ their sd / sqrt(K)
+    assert np.all(np.abs(iw_bound(nll) - exact) < 4 * weights.std(axis=0) / np.sqrt(800))
+
+
+def test_bound_by_orders_averages_disjoint_groups():
+    nll = np.array([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0], [4.0, 1.0]])                    # K = 4 orders, 2 rows
+    chars = np.array([1, 1])
+    curve = dict(bound_by_orders(nll, chars))
+    assert list(curve) == [1, 2, 4]
+    np.testing.assert_allclose(curve[1], nll.sum() / 4 / 2)
+    np.testing.assert_allclose(curve[2], (iw_bound(nll[:2]).sum() + iw_bound(nll[2:]).sum()) / 2 / 2)
+    np.testing.assert_allclose(curve[4], iw_bound(nll).sum() / 2)
+    assert curve[4] < curve[2] < curve[1]
+
+
+def test_likelihood_figures_add_the_bound_on_request():
+    model, x = tiny_denoiser(L=6), encode(NAMES, 6)
+    figures = likelihood_figures(model, x, orders=(), iw_orders=4)
+    f = figures["random_orders"]
+    assert f["orders"] == 4 and [k for k, _ in f["bound_by_orders"]] == [1, 2, 4]
+    np.testing.assert_allclose(f["nll"], f["bound_by_orders"][-1][1], rtol=1e-9)
+    assert f["nll"] < figures["nelbo"]["nll"] + 3 * figures["nelbo"]["se"]
+    assert "bound over 4 random orders" in format_likelihood(figures)[1]
+    assert "random_orders" not in likelihood_figures(model, x, orders=())
 
 
 def test_ar_likelihood_figures_are_name_nll_per_char():
