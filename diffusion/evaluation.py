@@ -2,28 +2,9 @@
 
 Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
 * AR model: the exact test NLL, sum_names -log p(name) / sum_names chars.
-* denoiser: the NELBO (likelihood.nelbo), and the exact log-likelihood of two fixed decoding orders. Any
-  rule that picks the next position to reveal from what is already revealed makes the denoiser an
-  autoregressive model in that order,
-      -log p_order(x) = sum_{j=1..L} -log p(x_{s_j} | x at s_1..s_{j-1}, MASK elsewhere),
-  scored by teacher forcing the true token at each chosen position s_j (one forward pass per position, the
-  whole batch at once). Orders: 'left_to_right' (s_j = j) and 'confident' (s_j = the masked position whose
-  top probability is highest, one token per step). Each order defines a model of its own, the sampler that
-  follows it, and -log p_order(x) is that model's exact NLL (not a bound on the diffusion model's). The NELBO
-  is the average of -log p_order over uniformly random orders, so a good fixed order can score below it.
-  'length_first' is the default sampler's process with one token per step: the length n from the all-MASK
-  PAD probabilities (P(len <= i) = cummax_i p(PAD at i), P(len = n) their differences for n = 1..L,
-  renormalized), PAD written after it, then the last letter (which tells the model the length: to it a MASK
-  could be a PAD), then the most confident masked position among the first n, with PAD excluded (letters
-  renormalized). It puts no mass on rows with a letter after PAD, so
-      -log p(x) = -log P(len = n) + sum_{j=1..n} -log p(x_{s_j} | revealed; letters only).
-* denoiser, optionally: an importance-weighted bound over K uniformly random orders. Revealing one uniformly
-  random position a step (MDLM's ancestral sampler with S = L) makes the denoiser a uniform mixture of the
-  L! fixed-order models, p(x) = E_sigma[p_sigma(x)] (Hoogeboom et al. 2022, "Autoregressive diffusion
-  models"); the NELBO is E_sigma[-log p_sigma(x)], its Jensen bound. With K orders drawn per name,
-      B_K(x) = -log (1/K) sum_{k=1..K} p_{sigma_k}(x)
-  is the importance-weighted bound (Burda et al. 2016, IWAE): B_1 is one draw of the NELBO, E[B_K] falls with K
-  and tends to -log p(x), the exact NLL of the diffusion model itself. Each order costs L forward passes.
+* denoiser: the NELBO (likelihood.nelbo), the exact NLL of each decoding order in `orders` (orders.py: the
+  denoiser read as an autoregressive model in that order) and, on request, the importance-weighted bound over
+  K random orders (orders.iw_bound), a bound on the denoiser's own NLL.
 Standard errors: for exact figures (AR NLL, ordered NLL) and the bound B_K the test-set sampling error of the
 ratio sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
 
@@ -37,19 +18,13 @@ import time
 
 import numpy as np
 
-from tinygrad_lite import no_grad
-from tinygrad_lite.nn import eval_mode
-
 from .autoregressive import ARSamples, is_autoregressive, row_nll, sample_ar
 from .chunks import chunk_bounds, run
-from .data import MASK, PAD, chars_per_name, decode
+from .data import chars_per_name, decode
 from .likelihood import nelbo
 from .metrics import generative_nll, sample_report
-from .predict import predict_logits
-from .sampler import Samples, length_probs, sample
-from .schedule import CosineSchedule
-
-DECODING_ORDERS = ("left_to_right", "confident", "length_first")
+from .orders import DECODING_ORDERS, bound_by_orders, iw_bound, ordered_nll, random_orders_nll
+from .sampler import Samples, sample
 
 
 def ratio_figure(nll, chars):
@@ -62,101 +37,6 @@ def ratio_figure(nll, chars):
     n = len(nll)
     se = np.sqrt(((nll - r * chars) ** 2).sum() / (n * (n - 1))) * n / chars.sum() if n > 1 else float("nan")
     return dict(nll=float(r), se=float(se))
-
-
-@no_grad()
-def ordered_nll(model, x, order="left_to_right", schedule=None, pool=None):
-    """Exact -log p(x) (nats, per row: (N,)) of rows x (N, L) under the denoiser decoding one position at a
-    time in `order`, teacher forcing the true token (see the module docstring). L forward passes per chunk of
-    rows (chunks.py; pool: a ModelPool to spread them over, None: this process).
-    schedule: for time-conditioned denoisers, t is the time whose mask rate equals the row's MASK fraction."""
-    if order not in DECODING_ORDERS:
-        raise ValueError(f"ordered_nll: order must be one of {DECODING_ORDERS}, got {order!r}")
-    if order == "left_to_right":                     # the same fixed order for every row: positions 0..L-1
-        order = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-    jobs = [(x[a:b], order if isinstance(order, str) else order[a:b], schedule or CosineSchedule())
-            for a, b in chunk_bounds(len(x))]
-    with eval_mode(model):
-        return np.concatenate(run(model, _ordered_job, jobs, pool)) if jobs else np.zeros(0)
-
-
-@no_grad()
-def random_orders_nll(model, x, orders=16, seed=0, schedule=None, pool=None):
-    """-log p_sigma(x) (K, N) of rows x (N, L) in K = `orders` uniformly random orders sigma, drawn per row
-    (the K orders of every row from the seeds (seed, 0..K-1)): the terms of `iw_bound`. K L forward passes
-    per chunk of rows, all K orders' chunks spread over the pool at once."""
-    jobs = []
-    for k in range(orders):
-        order = np.random.default_rng([seed, k]).random(x.shape).argsort(axis=1)        # (N, L) permutations
-        jobs += [(x[a:b], order[a:b], schedule or CosineSchedule()) for a, b in chunk_bounds(len(x))]
-    with eval_mode(model):
-        parts = run(model, _ordered_job, jobs, pool)
-    return np.concatenate(parts).reshape(orders, len(x)) if parts else np.zeros((orders, 0))
-
-
-def iw_bound(order_nll):
-    """B_K = -log (1/K) sum_k exp(-nll_k) per row (module docstring): (K, N) NLLs in K orders -> (N,)."""
-    return -(np.logaddexp.reduce(-order_nll, axis=0) - np.log(len(order_nll)))
-
-
-def _log_softmax(logits):
-    return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-
-
-@no_grad()
-def _ordered_job(model, job):
-    """ordered_nll of one chunk: job = (x (n, L), order, schedule) -> (n,). order: 'confident', 'length_first',
-    or the positions (n, L) to reveal, row i revealing order[i, j] at step j."""
-    x, order, schedule = job
-    if isinstance(order, str) and order == "length_first":
-        return _length_first_chunk(model, x, schedule)
-    N, L = x.shape
-    rows = np.arange(N)
-    xt = np.full_like(x, MASK)
-    nll = np.zeros(N)
-    for j in range(L):
-        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = predict_logits(model, xt, t)                               # (N, L, 27)
-        logp = _log_softmax(logits)
-        if isinstance(order, str):                                          # 'confident'
-            pos = np.where(xt == MASK, logp.max(-1), -np.inf).argmax(axis=1)
-        else:
-            pos = order[:, j]
-        nll -= logp[rows, pos, x[rows, pos]]
-        xt[rows, pos] = x[rows, pos]
-    return nll
-
-
-def _length_first_chunk(model, x, schedule):
-    """-log p(x) under 'length first, then one most-confident letter per step' (module docstring): (N,).
-    Rows with a letter after a PAD, or no letter, have probability 0 (inf)."""
-    N, L = x.shape
-    rows, positions = np.arange(N), np.arange(L)
-    n = (x != PAD).sum(axis=1)
-    valid = (n >= 1) & np.all((x != PAD) == (positions < n[:, None]), axis=1)
-    xt = np.full_like(x, MASK)
-
-    def log_probs(xt, letters_only):
-        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = predict_logits(model, xt, t)                                   # (N, L, 27)
-        logits[..., PAD] = np.where(letters_only, -np.inf, logits[..., PAD])
-        return _log_softmax(logits)
-    p_len = length_probs(np.exp(log_probs(xt, False)[..., PAD]))
-    p_len = p_len / p_len.sum(axis=1, keepdims=True)                             # P(len = 1..L)
-    with np.errstate(divide="ignore"):
-        nll = -np.log(p_len[rows, np.clip(n - 1, 0, L - 1)])
-    letters = positions < n[:, None]
-    xt = np.where(letters, MASK, PAD)
-    last = positions == (n - 1)[:, None]
-    for _ in range(n.max()):
-        masked = xt == MASK
-        active = masked.any(axis=1)
-        logp = log_probs(xt, letters)
-        pos = np.where(masked, np.where(last, np.inf, logp.max(-1)), -np.inf).argmax(axis=1)  # last letter first
-        target = np.where(valid, x[rows, pos], 0)
-        nll -= np.where(active, logp[rows, pos, target], 0.0)
-        xt[rows[active], pos[active]] = x[rows[active], pos[active]]
-    return np.where(valid, nll, np.inf)
 
 
 def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS, iw_orders=0,
@@ -188,14 +68,6 @@ def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=D
                         bound_by_orders=bound_by_orders(nll, chars))
         timed("random_orders", run_iw)
     return out
-
-
-def bound_by_orders(order_nll, chars):
-    """[(k, B_k in nats/char)] for k = 1, 2, 4, ... <= K from (K, N) NLLs in K orders: each B_k the mean over the
-    K // k disjoint groups of k orders, so the figures show how the bound tightens with the orders spent."""
-    K, ks = len(order_nll), [2 ** i for i in range(len(order_nll).bit_length())]
-    return [(k, float(np.mean([iw_bound(order_nll[i:i + k]).sum() for i in range(0, K - k + 1, k)]) / chars.sum()))
-            for k in ks]
 
 
 LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",

@@ -27,9 +27,10 @@ from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check
                            k_power, load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
                            train_and_test, trainer_parser, whole_number, worker_errors, workers)
 from diffusion.data import DEFAULT_NAMES  # noqa: E402
-from diffusion.evaluation import (DECODING_ORDERS, curves_table, likelihood_figures, likelihood_table,  # noqa: E402
-                                markdown_table, sample_quality, samples_table)
+from diffusion.evaluation import (curves_table, likelihood_figures, likelihood_table, markdown_table,  # noqa: E402
+                                sample_quality, samples_table)
 from diffusion.models import TransformerDenoiser  # noqa: E402
+from diffusion.orders import DECODING_ORDERS  # noqa: E402
 from diffusion.trainer import TrainConfig  # noqa: E402
 
 TEMPERATURES = (0.8, 1.0)

@@ -42,6 +42,13 @@ def tiny_ar(L=6, seed=0, **kw):
     return ARTransformer(L=L, dim=16, layers=2, heads=2, **kw)
 
 
+def log_probs(model, row):
+    """log p(. | row) of a denoiser for one row (L,): (L, 27) float64."""
+    with tl.no_grad():
+        z = model(row[None]).data[0].astype(np.float64)
+    return z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
+
+
 # ---------------------------------------------------------------------------------------------- files
 def write(tmp_path, content, name="names.txt"):
     path = tmp_path / name

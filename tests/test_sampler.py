@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 import tinygrad_lite as tl
 from diffusion import checkpoint
 from diffusion.data import LETTERS, MASK, PAD, decode
-from diffusion.evaluation import ordered_nll
+from diffusion.orders import ordered_nll
 from diffusion.models import TransformerDenoiser
 from diffusion.sampler import ORDERS, Options, Positions, reveal_schedule, reverse_step, sample
 from diffusion.schedule import CosineSchedule, LinearSchedule
