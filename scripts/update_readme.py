@@ -29,7 +29,7 @@ PAGES = [README, os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "d
 RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the README's commands use runs/)
 JUDGE = os.path.join("runs", "readme", "judge.npz")  # the AR model, seed 1, scoring samples (relative: it is printed)
 SHIPPED_JUDGE = os.path.join("models", "judge.npz")  # the stronger shipped judge (20,000 steps, seed 1)
-IW_ORDERS = 32   # random orders of the bound on the 100,000-step denoiser's test names (K x L passes a name)
+IW_ORDERS = 32   # random orders of the bound on the long denoisers' test names (K x L passes a name)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k, q(k) ∝ k^-0.5 (default)"), ("exact_k_uniform", "exact_k, uniform k"),
               ("nelbo", "nelbo, cosine schedule"),
@@ -353,7 +353,8 @@ def shipped(*files):
 
 CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long60k/compare.json"),
              ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"),
-             ("crossover/ar", None), ("crossover/diffusion", "crossover/compare.json"), ("judge", None)]
+             ("crossover/ar", None), ("crossover/diffusion", "crossover/compare.json"),
+             ("width192/diffusion", "width192/compare.json"), ("judge", None)]
 
 
 def shipped_runs():
@@ -447,7 +448,7 @@ def shipped_commands():
 
 def shipped_sections(put):
     """The sections made from the models that ship in models/ (never retrained here): the 60,000-step pair, the
-    width-128 run, the tuning sweeps and the judged samples."""
+    width-128 runs, the width-192 run, the tuning sweeps and the judged samples."""
     if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
         put("compare_long60k", compare_section(
             "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
@@ -462,6 +463,11 @@ def shipped_sections(put):
             "models/wide/ar.npz", "models/crossover/diffusion.npz", "models/crossover/compare.json",
             ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
             ("--iw-orders", str(IW_ORDERS))))
+    if shipped("wide/ar.npz", "width192/diffusion.json"):
+        put("compare_width192", compare_section(
+            "models/wide/ar.npz", "models/width192/diffusion.npz", "models/width192/compare.json",
+            ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
+            ("--iw-orders", str(IW_ORDERS))))
     put("crossover", crossover_section())
     put("shipped_commands", shipped_commands())
     if shipped("tune/default.json", "tune/ar.json"):
@@ -471,7 +477,7 @@ def shipped_sections(put):
         put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
                                       "models/long60k/diffusion.npz", "models/long60k/ar.npz",
                                       "models/wide/diffusion.npz", "models/wide/ar.npz",
-                                      "models/crossover/diffusion.npz"]))
+                                      "models/crossover/diffusion.npz", "models/width192/diffusion.npz"]))
 
 
 def main():

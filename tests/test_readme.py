@@ -33,7 +33,8 @@ def test_file_table_matches_the_code():
 
 @pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "compare_long60k",
                                   "objectives", "long", "bench", "sampler", "tune", "tune_ar", "judged",
-                                  "compare_wide", "crossover", "compare_crossover"])
+                                  "compare_wide", "crossover", "compare_crossover",
+                                  "compare_width192"])
 def test_generated_sections_are_filled(name):
     body = section(name)
     assert body.startswith(("|", "**")) and body.count("\n") >= 2, \
