@@ -458,16 +458,12 @@ def shipped_sections(put):
             "models/wide/ar.npz" if shipped("wide/ar.npz") else "models/long60k/ar.npz", "models/wide/diffusion.npz",
             "models/wide/compare.json",
             ("Training", "Test likelihood", "Samples", "Learning curves")))
-    if shipped("wide/ar.npz", "crossover/diffusion.json"):  # the JSON is written when the run ends, not mid-run
-        put("compare_crossover", compare_section(
-            "models/wide/ar.npz", "models/crossover/diffusion.npz", "models/crossover/compare.json",
-            ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
-            ("--iw-orders", str(IW_ORDERS))))
-    if shipped("wide/ar.npz", "width192/diffusion.json"):
-        put("compare_width192", compare_section(
-            "models/wide/ar.npz", "models/width192/diffusion.npz", "models/width192/compare.json",
-            ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
-            ("--iw-orders", str(IW_ORDERS))))
+    for run in ("crossover", "width192"):      # the longest denoisers against the AR bar, with the bound over orders
+        if shipped("wide/ar.npz", f"{run}/diffusion.json"):  # the JSON is written when the run ends, not mid-run
+            put(f"compare_{run}", compare_section(
+                "models/wide/ar.npz", f"models/{run}/diffusion.npz", f"models/{run}/compare.json",
+                ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
+                ("--iw-orders", str(IW_ORDERS))))
     put("crossover", crossover_section())
     put("shipped_commands", shipped_commands())
     if shipped("tune/default.json", "tune/ar.json"):
