@@ -87,6 +87,13 @@ def _log_softmax(logits):
     return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
 
 
+def _logits(model, xt, schedule):
+    """The denoiser's logits (N, L, 27) at rows xt (N, L); a time-conditioned one gets the time whose mask rate is
+    each row's MASK fraction."""
+    t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
+    return predict_logits(model, xt, t)
+
+
 @no_grad()
 def _ordered_job(model, job):
     """ordered_nll of one chunk: job = (x (n, L), order, schedule) -> (n,). order: 'confident', 'length_first',
@@ -99,9 +106,7 @@ def _ordered_job(model, job):
     xt = np.full_like(x, MASK)
     nll = np.zeros(N)
     for j in range(L):
-        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = predict_logits(model, xt, t)                               # (N, L, 27)
-        logp = _log_softmax(logits)
+        logp = _log_softmax(_logits(model, xt, schedule))                   # (N, L, 27)
         if isinstance(order, str):                                          # 'confident'
             pos = np.where(xt == MASK, logp.max(-1), -np.inf).argmax(axis=1)
         else:
@@ -121,8 +126,7 @@ def _length_first_chunk(model, x, schedule):
     xt = np.full_like(x, MASK)
 
     def log_probs(xt, letters_only):
-        t = schedule.time_at((xt == MASK).mean(axis=1)) if model.time_input else None
-        logits = predict_logits(model, xt, t)                                   # (N, L, 27)
+        logits = _logits(model, xt, schedule)
         logits[..., PAD] = np.where(letters_only, -np.inf, logits[..., PAD])
         return _log_softmax(logits)
     p_len = length_probs(np.exp(log_probs(xt, False)[..., PAD]))

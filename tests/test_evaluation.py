@@ -107,10 +107,10 @@ def without_seconds(value):
 
 @pytest.mark.parametrize("kind", ["denoiser", "ar"])
 def test_every_figure_is_the_same_on_one_and_two_worker_processes(kind):
-    """evaluate_model on a ModelPool of 1 and of 2 workers: the same names, test likelihood (NELBO, the ordered
-    NLLs and the bound over random orders, or the AR NLL) and sample figures, to the bit (300 names and 300 test rows make 3 chunks). In this
-    process (no pool) NumPy's BLAS may run several threads, which rounds products differently: the figures
-    agree to float32 rounding."""
+    """evaluate_model on a ModelPool of 1 and of 2 workers: the same names, test likelihood (NELBO, the ordered NLLs
+    and the bound over random orders, or the AR NLL) and sample figures, to the bit (300 names and 300 test rows
+    make 3 chunks). In this process (no pool) NumPy's BLAS may run several threads, which rounds products
+    differently: the figures agree to float32 rounding."""
     data = NamesData.load(DEFAULT_NAMES, L=8)
     data.test = data.test[:300]
     tl.manual_seed(1)
@@ -127,7 +127,8 @@ def test_every_figure_is_the_same_on_one_and_two_worker_processes(kind):
     for name, f in here["likelihood"].items():
         assert f["nll"] == pytest.approx(figures[0]["likelihood"][name]["nll"], rel=1e-6)
     if kind == "denoiser":
-        assert here["likelihood"]["nelbo"]["repeats"] >= 2 and set(here["likelihood"]) > {"nelbo", "confident", "random_orders"}
+        assert here["likelihood"]["nelbo"]["repeats"] >= 2
+        assert set(here["likelihood"]) > {"nelbo", "confident", "random_orders"}
 
 
 def test_chunks_make_the_names_independent_of_how_many_are_drawn_after_them():
