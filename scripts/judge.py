@@ -10,8 +10,12 @@ probable position, S = L, one token a step; the AR model: left to right). A row 
               of its entropy. Gibbs' inequality: the expected judge NLL is at least the entropy, so the gap
               judge - own is the room the judge sees between the model and itself; a model scoring its own
               samples sees none, which is why the judge is never one of the models it judges;
+  novel NLL   the judge NLL of the novel samples only (those not among the training names): the judge was
+              trained on the same names, so it scores a copied training name lower than a real name it never
+              saw, and a model that copies is flattered by the first figure;
   novel, unique, length TV   against the training names, among the samples, to the test names' lengths.
-The last row is the test names themselves, under the judge. Every model must be trained on the judge's names
+The last rows are the test names and the training names themselves, under the judge (the second minus the first
+is the judge's own memory of its training names). Every model must be trained on the judge's names
 file and L (it records them).
 """
 import argparse
@@ -35,16 +39,18 @@ def judged_row(label, model, judge, data, num, seed, pool):
     names = [decode(r) for r in out.tokens]
     report = sample_report(names, data.train_names, [decode(r) for r in data.test], judge)
     return dict(model=label, config=model.config, judge_nll=report.pop("generative_nll"),
-                own_nll=own_nll(model, out.tokens, pool), examples=names[:12], **report)
+                novel_judge_nll=report.pop("novel_generative_nll"), own_nll=own_nll(model, out.tokens, pool),
+                examples=names[:12], **report)
 
 
-def table(rows, test_nll):
-    cells = [[f"`{r['model']}`", f"{r['judge_nll']:.3f}", f"{r['own_nll']:.3f}",
+def table(rows, test_nll, train_nll):
+    cells = [[f"`{r['model']}`", f"{r['judge_nll']:.3f}", f"{r['novel_judge_nll']:.3f}", f"{r['own_nll']:.3f}",
               f"{100 * r['novel']:.1f}%", f"{100 * r['unique']:.1f}%", f"{r['length_tv']:.3f}",
               " ".join(r["examples"][:6])] for r in rows]
-    cells.append(["test names", f"{test_nll:.3f}", "", "", "", "", ""])
-    return markdown_table(["samples of", "judge NLL", "own NLL (entropy est.)", "novel", "unique", "length TV",
-                           "names"], cells)
+    cells += [[f"{which} names", f"{nll:.3f}", "", "", "", "", "", ""]
+              for which, nll in (("test", test_nll), ("training", train_nll))]
+    return markdown_table(["samples of", "judge NLL", "novel NLL", "own NLL (entropy est.)", "novel", "unique",
+                           "length TV", "names"], cells)
 
 
 def main():
@@ -71,12 +77,13 @@ def main():
             rows.append(judged_row(path, model, judge, data, args.num, args.seed, pool))
         print(f"{path}: judge NLL {rows[-1]['judge_nll']:.3f}, own NLL {rows[-1]['own_nll']:.3f}", flush=True)
     test_nll = generative_nll(judge, [decode(r) for r in data.test])
+    train_nll = generative_nll(judge, data.train_names)
     print(f"\n## Samples under the judge ({args.judge}, nats/char; {args.num} names each, T = 1)\n")
-    print(table(rows, test_nll))
+    print(table(rows, test_nll, train_nll))
     if args.json:
         judge_seed = judge_meta["extra"].get("train", {}).get("seed")
         written = save_json(args.json, dict(judge=args.judge, judge_seed=judge_seed, num=args.num, seed=args.seed,
-                                            rows=rows, test_nll=test_nll))
+                                            rows=rows, test_nll=test_nll, train_nll=train_nll))
         print(f"\nwrote {written}")
 
 

@@ -192,10 +192,12 @@ def judged_section(checkpoints):
     with open(os.path.join(RUNS, "judged.json")) as f:
         rows = json.load(f)["rows"]
     table = out.split("\n## ", 1)[1].split("\n", 1)[1].split("\nwrote ", 1)[0].strip()
-    best_ar = min(r["judge_nll"] for r in rows if r["config"]["kind"] == "ar_transformer")
-    gaps = ", ".join(f"`{r['model']}` {r['judge_nll'] - best_ar:+.3f}" for r in rows
-                     if r["config"]["kind"] != "ar_transformer")
-    return table + f"\n\nEach denoiser's judge NLL minus the lowest of the AR models': {gaps} nats/char."
+    def gaps(key):
+        best_ar = min(r[key] for r in rows if r["config"]["kind"] == "ar_transformer")
+        return ", ".join(f"`{r['model']}` {r[key] - best_ar:+.3f}" for r in rows
+                         if r["config"]["kind"] != "ar_transformer")
+    return table + (f"\n\nEach denoiser's judge NLL minus the lowest of the AR models': {gaps('judge_nll')} "
+                    f"nats/char; over the novel samples only: {gaps('novel_judge_nll')}.")
 
 
 def tune_section(path):

@@ -249,7 +249,8 @@ def test_judge_scores_every_models_samples_and_the_test_names(runs, judge, tmp_p
     assert all(0 < row["judge_nll"] < 5 and 0 < row["own_nll"] < 5 and 0 <= row["novel"] <= 1 for row in judged["rows"])
     # the test names' row is the judge's own exact test NLL, which its trainer saved in the checkpoint
     assert judged["test_nll"] == pytest.approx(checkpoint.read_meta(str(judge))["extra"]["test"]["nll"], rel=1e-5)
-    assert "| samples of | judge NLL | own NLL (entropy est.) |" in r.stdout
+    assert "| samples of | judge NLL | novel NLL | own NLL (entropy est.) |" in r.stdout
+    assert "| training names | " in r.stdout and 0 < judged["train_nll"] < 5
 
 
 @pytest.mark.scripts

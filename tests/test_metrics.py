@@ -1,8 +1,12 @@
-"""diffusion/metrics.py: the sample metrics (novel, unique, length TV, bigram KL) on hand-made lists."""
+"""diffusion/metrics.py: the sample metrics (novel, unique, length TV, bigram KL, the judge NLL of all the samples
+and of the novel ones) on hand-made lists."""
 import numpy as np
 import pytest
 
+from diffusion.autoregressive import name_nll
 from diffusion.metrics import bigram_kl, length_tv, sample_report
+
+from helpers import tiny_ar
 
 
 def test_sample_metrics_on_hand_made_lists():
@@ -11,6 +15,15 @@ def test_sample_metrics_on_hand_made_lists():
     # lengths: samples {3: 3/4, 2: 1/4}, test {2: 1/4, 3: 1/2, 1: 1/4} -> TV = (1/4 + 0 + 1/4) / 2
     assert r["length_tv"] == 0.25
     assert length_tv(["ab", "abc"], ["ab", "ab"]) == 0.5 and length_tv(["a"], ["b"]) == 0.0
+
+
+def test_the_novel_judge_nll_scores_only_the_names_not_in_train():
+    judge, samples, train = tiny_ar(), ["ann", "bo", "ann", "cyd"], ["ann", "x"]
+    r = sample_report(samples, train, ["ab"], judge)
+    per_name = dict(zip(samples, name_nll(judge, samples)))
+    assert r["generative_nll"] == pytest.approx(sum(per_name[s] for s in samples) / (4 + 3 + 4 + 4))
+    assert r["novel_generative_nll"] == pytest.approx((per_name["bo"] + per_name["cyd"]) / (3 + 4))
+    assert np.isnan(sample_report(["ann"], train, ["ab"], judge)["novel_generative_nll"])
 
 
 def test_bigram_kl_exact_values():
