@@ -55,7 +55,7 @@ def sample_report(samples, train_names, test_names, ar_model=None):
     """dict: novel (fraction not in train), unique (distinct / total), length_tv (to test), mean_length,
     bigram_kl (to train) and, given an AR model, generative_nll (nats/char under it) and novel_generative_nll
     (the same over the novel samples only: an AR judge trained on the same names scores a copied training name
-    lower than a real name it never saw, so copies flatter the first figure; nan if none is novel)."""
+    lower than a real name it never saw, so copies flatter generative_nll; nan if none is novel)."""
     train = set(train_names)
     n = max(len(samples), 1)
     novel = [s for s in samples if s not in train]

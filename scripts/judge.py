@@ -6,16 +6,17 @@
 Each checkpoint draws --num names with its default sampler at T = 1 (a denoiser: length first, then the most
 probable position, S = L, one token a step; the AR model: left to right). A row gives:
   judge NLL   the samples' nats/char under the judge (generative NLL): low when they look like data to it;
+  novel NLL   the judge NLL of the novel samples only (those not among the training names): the judge was
+              trained on the same names, so it scores a copied training name lower than a real name it never
+              saw, and a model that copies is flattered by its judge NLL;
   own NLL     their nats/char under the distribution they were drawn from (evaluation.own_nll), an estimate
               of its entropy. Gibbs' inequality: the expected judge NLL is at least the entropy, so the gap
               judge - own is the room the judge sees between the model and itself; a model scoring its own
               samples sees none, which is why the judge is never one of the models it judges;
-  novel NLL   the judge NLL of the novel samples only (those not among the training names): the judge was
-              trained on the same names, so it scores a copied training name lower than a real name it never
-              saw, and a model that copies is flattered by the first figure;
   novel, unique, length TV   against the training names, among the samples, to the test names' lengths.
-The last rows are the test names and the training names themselves, under the judge (the second minus the first
-is the judge's own memory of its training names). Every model must be trained on the judge's names
+The last rows are the test names and the training names themselves, under the judge (the gap between them is the
+judge's own memory of its training names; a test name is never a training name, so the novel NLL compares
+with the first). Every model must be trained on the judge's names
 file and L (it records them).
 """
 import argparse

@@ -183,7 +183,8 @@ def sampler_section():
 
 def judged_section(checkpoints):
     """scripts/judge.py with the shipped judge (models/judge.npz, an AR model trained with seed 1) on each
-    checkpoint that exists: its samples' NLL under the judge beside their entropy estimate and diversity."""
+    checkpoint that exists: its samples' NLL under the judge (all of them, and the novel ones) beside their entropy
+    estimate and diversity, then the test and training names' NLL under the judge."""
     present = [c for c in checkpoints if os.path.exists(os.path.join(ROOT, c))]
     print(f"running scripts/judge.py on {', '.join(present)} ...", flush=True)
     out = subprocess.run([sys.executable, os.path.join("scripts", "judge.py"), "--judge", SHIPPED_JUDGE, *present,
@@ -192,6 +193,7 @@ def judged_section(checkpoints):
     with open(os.path.join(RUNS, "judged.json")) as f:
         rows = json.load(f)["rows"]
     table = out.split("\n## ", 1)[1].split("\n", 1)[1].split("\nwrote ", 1)[0].strip()
+
     def gaps(key):
         best_ar = min(r[key] for r in rows if r["config"]["kind"] == "ar_transformer")
         return ", ".join(f"`{r['model']}` {r[key] - best_ar:+.3f}" for r in rows

@@ -239,14 +239,15 @@ def judge(runs):
 
 
 @pytest.mark.scripts
-def test_judge_scores_every_models_samples_and_the_test_names(runs, judge, tmp_path):
+def test_judge_scores_every_models_samples_and_the_test_and_training_names(runs, judge, tmp_path):
     out = tmp_path / "judged.json"
     models = [str(runs / "transformer.npz"), str(runs / "ar.npz")]
     r = run_script("scripts/judge.py", "--judge", str(judge), *models, "--num", "40", "--json", str(out))
     assert r.returncode == 0, r.stderr
     judged = json.loads(out.read_text())
     assert [row["model"] for row in judged["rows"]] == models and judged["judge_seed"] == 1
-    assert all(0 < row["judge_nll"] < 5 and 0 < row["own_nll"] < 5 and 0 <= row["novel"] <= 1 for row in judged["rows"])
+    assert all(0 < row["judge_nll"] < 5 and 0 < row["own_nll"] < 5 and 0 <= row["novel"] <= 1
+               and (row["novel"] == 0 or 0 < row["novel_judge_nll"] < 5) for row in judged["rows"])
     # the test names' row is the judge's own exact test NLL, which its trainer saved in the checkpoint
     assert judged["test_nll"] == pytest.approx(checkpoint.read_meta(str(judge))["extra"]["test"]["nll"], rel=1e-5)
     assert "| samples of | judge NLL | novel NLL | own NLL (entropy est.) |" in r.stdout
