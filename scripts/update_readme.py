@@ -358,7 +358,11 @@ def shipped(*files):
 CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long60k/compare.json"),
              ("wide/ar", "wide/compare.json"), ("wide/diffusion", "wide/compare.json"),
              ("crossover/ar", None), ("crossover/diffusion", "crossover/compare.json"),
-             ("width192/diffusion", "width192/compare.json"), ("judge", None)]
+             ("width192/diffusion", "width192/compare.json"), ("long200k/diffusion", "long200k/compare.json"),
+             ("judge", None)]
+
+
+LONGEST = ("crossover", "width192", "long200k")       # the denoisers past 60,000 steps or past width 128
 
 
 def shipped_runs():
@@ -452,7 +456,7 @@ def shipped_commands():
 
 def shipped_sections(put):
     """The sections made from the models that ship in models/ (never retrained here): the 60,000-step pair, the
-    width-128 runs, the width-192 run, the tuning sweeps and the judged samples."""
+    width-128 runs, the width-192 run, the 200,000-step run, the tuning sweeps and the judged samples."""
     if shipped("long60k/ar.npz", "long60k/diffusion.npz"):
         put("compare_long60k", compare_section(
             "models/long60k/ar.npz", "models/long60k/diffusion.npz", "models/long60k/compare.json",
@@ -462,7 +466,7 @@ def shipped_sections(put):
             "models/wide/ar.npz" if shipped("wide/ar.npz") else "models/long60k/ar.npz", "models/wide/diffusion.npz",
             "models/wide/compare.json",
             ("Training", "Test likelihood", "Samples", "Learning curves")))
-    for run in ("crossover", "width192"):      # the longest denoisers against the AR bar, with the bound over orders
+    for run in LONGEST:                          # the longest denoisers against the AR bar, with the bound over orders
         if shipped("wide/ar.npz", f"{run}/diffusion.json"):  # the JSON is written when the run ends, not mid-run
             put(f"compare_{run}", compare_section(
                 "models/wide/ar.npz", f"models/{run}/diffusion.npz", f"models/{run}/compare.json",
@@ -477,7 +481,8 @@ def shipped_sections(put):
         put("judged", judged_section(["runs/readme/train.npz", "runs/readme/train_ar.npz",
                                       "models/long60k/diffusion.npz", "models/long60k/ar.npz",
                                       "models/wide/diffusion.npz", "models/wide/ar.npz",
-                                      "models/crossover/diffusion.npz", "models/width192/diffusion.npz"]))
+                                      *[f"models/{run}/diffusion.npz" for run in LONGEST
+                                        if shipped(f"{run}/diffusion.json")]]))      # not a run still under way
 
 
 def main():
