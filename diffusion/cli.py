@@ -603,16 +603,17 @@ def objective(model, cfg, data):
     return Objective(noise, masked_loss), validate, "nelbo"
 
 
-def train_and_test(args, data, model, cfg, start_step=0, training=None, orders=(), iw_orders=0):
+def train_and_test(args, data, model, cfg, start_step=0, training=None, orders=(), iw_orders=0,
+                   reference=None):
     """Train either kind of model (fit), score the test split (evaluation.likelihood_figures: the AR NLL, or the
     NELBO, the fixed-`orders` likelihoods of a denoiser and with iw_orders > 0 its bound over that many random
-    orders), save the checkpoint with the figures and the validation curve. Returns dict(result, likelihood,
-    unigram, test)."""
+    orders; with `reference`, another model's per-name test NLLs, each figure's paired gap to them), save the
+    checkpoint with the figures and the validation curve. Returns dict(result, likelihood, unigram, test)."""
     loss, validate, metric = objective(model, cfg, data)
     result, save_finished = fit(args, model, cfg, data, loss, start_step, training, validate, metric)
     with worker_errors(args.out), model_pool(model, args.workers, rows=len(data.test)) as pool:
         figures = likelihood_figures(model, data.test, seed=cfg.seed, schedule=get_schedule(cfg.schedule),
-                                     orders=orders, iw_orders=iw_orders, pool=pool)
+                                     orders=orders, iw_orders=iw_orders, pool=pool, reference=reference)
     unigram = unigram_nll(data.train, data.test)
     print("\n".join(format_likelihood(figures)) + f"\nunigram baseline {unigram:.4f} nats/char")
     main = figures.get("nll") or figures["nelbo"]

@@ -7,6 +7,8 @@ Likelihood, in nats per character (letters + 1 end token, data.chars_per_name):
   K random orders (orders.iw_bound), a bound on the denoiser's own NLL.
 Standard errors: for exact figures (AR NLL, ordered NLL) and the bound B_K the test-set sampling error of the
 ratio sum(nll) / sum(chars) over names (delta method); for the NELBO, likelihood.nelbo's Monte-Carlo error.
+Against another model scored on the same names (compare.py: the AR), each per-name figure also carries its gap,
+the same ratio of the per-name differences (paired_gap), whose error is that of the difference.
 
 Samples: `generate` draws names from either model; `sample_quality` adds the figures of metrics.sample_report.
 
@@ -39,20 +41,38 @@ def ratio_figure(nll, chars):
     return dict(nll=float(r), se=float(se))
 
 
+def paired_gap(nll, reference, chars):
+    """How far one model's NLL lies from another's on the same names, nats/char: ratio_figure of the per-name
+    differences nll - reference (N,). Its se is the test-split error of that difference: which names happen to be
+    in the split moves both models alike (a long, rare name is hard for either), and that part cancels, so the
+    gap is measured far more tightly than either figure."""
+    nll, reference = np.asarray(nll, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if nll.shape != reference.shape:
+        raise ValueError(f"paired_gap: {reference.shape[0] if reference.ndim else 'a scalar'} reference NLLs for "
+                         f"{len(nll)} names; pair them name by name")
+    return ratio_figure(nll - reference, chars)
+
+
 def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=DECODING_ORDERS, iw_orders=0,
-                       pool=None):
+                       pool=None, reference=None):
     """Likelihood figures of `model` on rows x (N, L), nats/char, each dict(nll, se, seconds).
     AR: {'nll'}; denoiser: {'nelbo'} + one per decoding order in `orders` (default all: 'left_to_right',
     'confident', 'length_first'); nelbo also holds repeats and method. iw_orders = K > 0 adds 'random_orders',
-    the importance-weighted bound over K random orders, with its `bound_by_orders`. pool: a ModelPool or None."""
+    the importance-weighted bound over K random orders, with its `bound_by_orders`. pool: a ModelPool or None.
+    reference: per-name NLLs (N,) of another model on the same rows (compare.py passes the AR's); every figure
+    but the NELBO then carries `gap`, its difference from them with the paired standard error (paired_gap)."""
     chars = chars_per_name(x)
     out = {}
+
+    def per_name(nll):                   # a figure from per-name NLLs (N,), paired with the reference if any
+        figure = ratio_figure(nll, chars)
+        return figure if reference is None else dict(figure, gap=paired_gap(nll, reference, chars))
 
     def timed(name, compute):
         t0 = time.perf_counter()
         out[name] = dict(compute(), seconds=time.perf_counter() - t0)
     if is_autoregressive(model):
-        timed("nll", lambda: ratio_figure(row_nll(model, x, pool), chars))
+        timed("nll", lambda: per_name(row_nll(model, x, pool)))
         return out
 
     def run_nelbo():
@@ -60,11 +80,11 @@ def likelihood_figures(model, x, seed=0, schedule=None, target_se=0.01, orders=D
         return dict(nll=ev["nelbo"], se=ev["se"], repeats=ev["repeats"], method=ev["method"])
     timed("nelbo", run_nelbo)
     for order in orders:
-        timed(order, lambda: ratio_figure(ordered_nll(model, x, order, schedule, pool), chars))
+        timed(order, lambda: per_name(ordered_nll(model, x, order, schedule, pool)))
     if iw_orders:
         def run_iw():
             nll = random_orders_nll(model, x, iw_orders, seed, schedule, pool)
-            return dict(ratio_figure(iw_bound(nll), chars), orders=iw_orders,
+            return dict(per_name(iw_bound(nll)), orders=iw_orders,
                         bound_by_orders=bound_by_orders(nll, chars))
         timed("random_orders", run_iw)
     return out
@@ -77,6 +97,8 @@ LIKELIHOOD_LABELS = dict(nll="test NLL (exact)", nelbo="test NELBO",
                          random_orders="test NLL bound over {orders} random orders (importance-weighted)")
 SE_NOTE = ("± se: for the NELBO, the Monte-Carlo error from its random masks; for an exact NLL (and the bound over "
            "random orders), the error from which names happen to be in the test split.")
+GAP_NOTE = ("The gap is the difference from the AR's NLL name by name (nats/char); its paired se is the test-split "
+            "error of that difference, in which what moves both models alike (names hard for either) cancels.")
 
 
 def label(name, figure):
@@ -180,13 +202,23 @@ def markdown_table(header, rows):
 
 def likelihood_table(models):
     """models: {name: likelihood_figures dict} -> one row per figure; when exactly one model is AR, a column
-    gives every other figure relative to its exact NLL (+7.0% = 7% more nats/char than the AR)."""
+    gives every other figure relative to its exact NLL (+7.0% = 7% more nats/char than the AR), and when the
+    figures carry their paired `gap` to it, another gives that gap with its paired se."""
     exact = [f["nll"] for figures in models.values() for k, f in figures.items() if k == "nll"]
-    rows = [[name, label(k, f).replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
-            + ([f"{100 * (f['nll'] / exact[0] - 1):+.1f}%" if k != "nll" else ""] if len(exact) == 1 else [])
-            for name, figures in models.items() for k, f in figures.items()]
-    return markdown_table(["model", "test likelihood", "nats/char", "± se"] + (["vs AR"] if len(exact) == 1 else []),
-                          rows) + "\n\n" + SE_NOTE
+    relative = len(exact) == 1
+    paired = any("gap" in f for figures in models.values() for f in figures.values())
+    header = ["model", "test likelihood", "nats/char", "± se"] + ["vs AR"] * relative + \
+        ["gap to AR ± paired se"] * paired
+    rows = []
+    for name, figures in models.items():
+        for k, f in figures.items():
+            row = [name, label(k, f).replace("test ", ""), f"{f['nll']:.4f}", f"{f['se']:.4f}"]
+            if relative:
+                row.append(f"{100 * (f['nll'] / exact[0] - 1):+.1f}%" if k != "nll" else "")
+            if paired:
+                row.append(f"{f['gap']['nll']:+.4f} ± {f['gap']['se']:.4f}" if "gap" in f else "")
+            rows.append(row)
+    return markdown_table(header, rows) + "\n\n" + SE_NOTE + (" " + GAP_NOTE if paired else "")
 
 
 def _gen_nll(row):

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinygrad_lite as tl  # noqa: E402
-from diffusion.autoregressive import ARTransformer  # noqa: E402
+from diffusion.autoregressive import ARTransformer, row_nll  # noqa: E402
 from diffusion import checkpoint  # noqa: E402
 from diffusion.cli import (DEFAULT_L, check_free, check_json, check_judge, check_length, fail,  # noqa: E402
                            k_power, load_checkpoint, load_data, model_pool, recorded_names, save_json, script_main,
@@ -103,16 +103,18 @@ def load_judge(args, given, data):
     return judge
 
 
-def get_model(kind, given, args, data):
+def get_model(kind, given, args, data, reference=None):
     """(model, info) loaded from the given checkpoint, or trained here with the shared flags. info: train
-    seconds, the validation curve [(step, nats/char)] and the test likelihood figures."""
+    seconds, the validation curve [(step, nats/char)] and the test likelihood figures (with `reference`, the AR's
+    per-name test NLLs, each figure's paired gap to them)."""
     if kind in given:
         model, meta, path = given[kind]
         if model.L != data.L:
             fail(f"{path}: the model has L={model.L}, but the other model has L={data.L}")
         print(f"{kind}: loaded {path} (step {meta['step']})")
         with worker_errors(), model_pool(model, args.workers, rows=len(data.test)) as pool:
-            figures = likelihood_figures(model, data.test, seed=args.seed, iw_orders=args.iw_orders, pool=pool)
+            figures = likelihood_figures(model, data.test, seed=args.seed, iw_orders=args.iw_orders, pool=pool,
+                                         reference=reference)
         extra = meta["extra"]
         return model, dict(checkpoint=path, train_seconds=None, steps=meta["step"], train=extra.get("train"),
                            best_step=extra.get("best_step"), validation=extra.get("validation", []),
@@ -125,7 +127,8 @@ def get_model(kind, given, args, data):
         fail(str(e))
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     args.out = out_path(args, kind)
-    trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS, iw_orders=args.iw_orders)
+    trained = train_and_test(args, data, model, cfg, orders=DECODING_ORDERS, iw_orders=args.iw_orders,
+                             reference=reference)
     result = trained["result"]
     return model, dict(checkpoint=args.out, train_seconds=result["seconds"], steps=result["last_step"],
                        train=cfg.__dict__, best_step=result["best_step"], validation=result["validation"],
@@ -178,8 +181,10 @@ def main():
     check_length(data)
     judge = load_judge(args, given, data)
     models, info = {}, {}
-    for kind in ("AR", "diffusion"):
-        models[kind], info[kind] = get_model(kind, given, args, data)
+    models["AR"], info["AR"] = get_model("AR", given, args, data)
+    with worker_errors(), model_pool(models["AR"], args.workers, rows=len(data.test)) as pool:
+        reference = row_nll(models["AR"], data.test, pool)        # the AR's per-name NLLs, to pair the figures with
+    models["diffusion"], info["diffusion"] = get_model("diffusion", given, args, data, reference)
     print("\n== sampling", args.num_samples, "names per row")
     quality = {kind: qualities(m, data, args, judge, [(t, None) for t in TEMPERATURES]) for kind, m in models.items()}
     diffusion = models["diffusion"]

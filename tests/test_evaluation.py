@@ -11,9 +11,9 @@ from tinygrad_lite.parallel import ModelPool
 from diffusion.autoregressive import ARTransformer, name_nll
 from diffusion.checkpoint import build_model
 from diffusion.chunks import CHUNK_ROWS
-from diffusion.data import DEFAULT_NAMES, MASK, PAD, NamesData, encode
+from diffusion.data import DEFAULT_NAMES, MASK, PAD, NamesData, chars_per_name, encode
 from diffusion.evaluation import (curves_table, evaluate_model, format_likelihood, likelihood_figures,
-                                 likelihood_table, ratio_figure, sample_chunked)
+                                 likelihood_table, paired_gap, ratio_figure, sample_chunked)
 from diffusion.metrics import generative_nll
 from diffusion.models import TransformerDenoiser
 from diffusion.orders import ordered_nll
@@ -68,6 +68,33 @@ def test_ratio_standard_error():
     f = ratio_figure(nll, [2, 2, 2, 2])
     np.testing.assert_allclose(f["nll"], nll.mean() / 2)
     np.testing.assert_allclose(f["se"], nll.std(ddof=1) / np.sqrt(4) / 2)
+
+
+def test_paired_gap_cancels_what_both_models_share():
+    chars = np.array([3, 5, 2, 7])
+    hard = np.array([2.0, 9.0, 1.0, 20.0])                 # names that cost both models much the same
+    other = hard + 0.25 * chars                            # a second model: 0.25 nats more on every char
+    gap = paired_gap(other, hard, chars)
+    np.testing.assert_allclose(gap["nll"], ratio_figure(other, chars)["nll"] - ratio_figure(hard, chars)["nll"])
+    assert gap["nll"] == pytest.approx(0.25) and gap["se"] == pytest.approx(0.0, abs=1e-12)
+    noisy = other + np.array([0.3, -0.3, 0.3, -0.3])       # disagreements that vary name to name: a nonzero se
+    assert 0 < paired_gap(noisy, hard, chars)["se"] < ratio_figure(noisy, chars)["se"]
+    for wrong in (2.0, hard[:3]):                          # NLLs not of the same names: refused, not broadcast
+        with pytest.raises(ValueError, match="name by name"):
+            paired_gap(other, wrong, chars)
+
+
+def test_likelihood_figures_pair_every_exact_figure_with_the_reference():
+    model, x = tiny_denoiser(L=6), encode(NAMES, 6)
+    reference = np.linspace(8.0, 14.0, len(x))             # any per-name NLLs on the same rows
+    figures = likelihood_figures(model, x, orders=("left_to_right",), iw_orders=2, reference=reference)
+    assert "gap" not in figures["nelbo"]                   # the NELBO is not per name: nothing to pair
+    for key in ("left_to_right", "random_orders"):
+        f = figures[key]
+        np.testing.assert_allclose(f["gap"]["nll"], f["nll"] - reference.sum() / chars_per_name(x).sum(), rtol=1e-9)
+    table = likelihood_table({"AR": {"nll": ratio_figure(reference, chars_per_name(x))}, "diffusion": figures})
+    gap = figures["left_to_right"]["gap"]
+    assert f"| {gap['nll']:+.4f} ± {gap['se']:.4f} |" in table and "gap to AR ± paired se" in table
 
 
 def test_curves_table_lines_up_steps():

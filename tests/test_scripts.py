@@ -47,12 +47,18 @@ def test_compare_script_trains_loads_and_reports_each_models_settings(tmp_path):
     assert re.search(r"\| AR \| 204,379 \| 12 x 16 \| 0.003 \| 0.05 \| 0.1 \| next token \| every 6 steps, "
                      r"best kept \|", r.stdout)
     assert "| step | epochs | AR validation NLL | diffusion validation NELBO |" in r.stdout
+    ar = float(re.search(r"\| AR \| NLL \(exact\) \| ([\d.]+) \|", r.stdout).group(1))
+    ltr, gap = re.search(r"\| diffusion \| NLL of the left-to-right sampler \(exact\) \| ([\d.]+) \| [\d.]+ \| "
+                         r"[+-][\d.]+% \| ([+-][\d.]+) ± [\d.]+ \|", r.stdout).groups()  # paired with the AR, name by name
+    assert float(gap) == pytest.approx(float(ltr) - ar, abs=2e-4)
     r = run_script("scripts/compare.py", "--ar-checkpoint", prefix + "_ar.npz", "--diffusion-checkpoint",
                    prefix + "_diffusion.npz", "--weight-decay", "0.3", "--iw-orders", "4",  # --weight-decay: no use
                    *common)
     assert r.returncode == 0, r.stderr
     assert all(t in r.stdout for t in tables)
     assert "| diffusion | NLL bound over 4 random orders (importance-weighted) |" in r.stdout
+    assert re.search(r"\| diffusion \| NLL bound over 4 random orders \(importance-weighted\) \| [\d.]+ \| [\d.]+ \| "
+                     r"[+-][\d.]+% \| [+-][\d.]+ ± [\d.]+ \|", r.stdout)              # with its paired gap to the AR
     assert re.search(r"## Importance-weighted bound versus random orders K.*\n\n\| orders K \| bound \|\n\|---\|---\|\n"
                      r"\| 1 \| [\d.]+ \|\n\| 2 \| [\d.]+ \|\n\| 4 \| [\d.]+ \|\n", r.stdout)
     assert re.search(r"\| diffusion \| 204,379 \| 12 x 16 \| 0.003 \| 0.05 \| 0.1 \| exact_k \| every 6 steps, "
