@@ -29,7 +29,6 @@ PAGES = [README, os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "d
 RUNS = os.path.join(ROOT, "runs", "readme")        # this script's own runs (the README's commands use runs/)
 JUDGE = os.path.join("runs", "readme", "judge.npz")  # the AR model, seed 1, scoring samples (relative: it is printed)
 SHIPPED_JUDGE = os.path.join("models", "judge.npz")  # the stronger shipped judge (20,000 steps, seed 1)
-IW_ORDERS = 32   # random orders of the bound on the long denoisers' test names (K x L passes a name)
 TRAINERS = [("train_minimal", "2-layer MLP"), ("train_pure", "3-layer MLP + skip"), ("train", "Transformer (default)")]
 OBJECTIVES = [("exact_k", "exact_k, q(k) ∝ k^-0.5 (default)"), ("exact_k_uniform", "exact_k, uniform k"),
               ("nelbo", "nelbo, cosine schedule"),
@@ -362,7 +361,9 @@ CROSSOVER = [("long60k/ar", "long60k/compare.json"), ("long60k/diffusion", "long
              ("judge", None)]
 
 
-LONGEST = ("crossover", "width192", "long200k")       # the denoisers past 60,000 steps or past width 128
+# the denoisers past 60,000 steps or past width 128, each with the random orders K of its bound on the test names
+# (K x L network passes a name): 32, and 128 for the run that reached the AR bar at 32, to tell which side it is on
+LONGEST = {"crossover": 32, "width192": 32, "long200k": 128}
 
 
 def shipped_runs():
@@ -377,48 +378,64 @@ def shipped_runs():
 def crossover_section():
     """The shipped long runs side by side (models/*.json, and the fixed-order exact NLLs and random-order bound that
     compare.py wrote beside them): each model's compute, its best validation figure and its test figure, and
-    whether diffusion's tightest bounds have gone below the best AR test NLL."""
+    whether diffusion's tightest bounds have gone below the best AR test NLL (by how much, and with the paired se
+    of that gap when compare.py measured it against that same AR)."""
     rows, ars, bounds, iws = [], [], [], []
     for name, r, compare in shipped_runs():
         t, m, ar = r["train"], r["model"], r["model"]["kind"] == "ar_transformer"
         test, bound, iw = (r["test"]["nll"] if ar else r["test"]["nelbo"]), None, None
         if not ar and compare and shipped(compare):
             with open(os.path.join(ROOT, "models", compare)) as f:
-                figures = json.load(f)["info"]["diffusion"]["likelihood"]
-            bound = min(v["nll"] for k, v in figures.items() if k not in ("nelbo", "random_orders"))
+                c = json.load(f)
+            figures, against = c["info"]["diffusion"]["likelihood"], c["settings"]["ar_checkpoint"]
+            bound = min((v for k, v in figures.items() if k not in ("nelbo", "random_orders")), key=lambda v: v["nll"])
             iw = figures.get("random_orders")
+            bounds.append((name, bound, against))
+            iws += [(name, iw, against)] if iw is not None else []
         best_val = min(v for _, v in r["validation"])
         ars += [(test, name)] if ar else []
-        bounds += [(bound, name)] if bound is not None else []
-        iws += [(iw["nll"], name, iw["orders"])] if iw is not None else []
         regular = ", ".join(f"{label} {t[key] if key in t else m[key]:g}" for key, label in
                             (("dropout", "dropout"), ("weight_decay", "weight decay"), ("ema", "ema"))
                             if (t.get(key) or m.get(key)))
         file = f"models/{name}.npz" if shipped(f"{name}.npz") else f"models/{name}.json"  # or only its figures
+        exact = "-" if bound is None else f"{bound['nll']:.4f}"
+        over_orders = "-" if iw is None else f"{iw['nll']:.4f} (K = {iw['orders']})"
         rows.append(f"| `{file}` | {'AR' if ar else 'diffusion'} | {m['dim']} | {r['parameters']:,} | "
                     f"{t['steps']:,} x {t['batch_size']} | {r['train_seconds'] / 60:.0f} min | {regular or '-'} | "
-                    f"{best_val:.4f} at {r['best_step']:,} | **{test:.4f}** | "
-                    f"{'-' if bound is None else f'{bound:.4f}'} | {'-' if iw is None else format(iw['nll'], '.4f')} |")
+                    f"{best_val:.4f} at {r['best_step']:,} | **{test:.4f}** | {exact} | {over_orders} |")
     table = ["| model | kind | width | parameters | steps x batch | train time | regularization | best validation "
-             "(step) | test NLL / NELBO | tightest exact bound | random-order bound |",
+             "(step) | test NLL / NELBO | tightest exact bound | random-order bound (orders) |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|", *rows]
     if not (ars and bounds):
         return "\n".join(table)
-    best_ar, best_bound, best_iw = min(ars), min(bounds), min(iws, default=None)
-    verdict = (f"The tightest exact diffusion bound ({best_bound[0]:.4f}, `models/{best_bound[1]}.npz`) is "
-               + versus_ar(best_bound[0], best_ar[0], f"the best AR test NLL ({best_ar[0]:.4f}, "
-                                                      f"`models/{best_ar[1]}.npz`)"))
+
+    def lowest(runs):                                        # the (name, figure, AR compared with) lowest figure
+        return min(runs, key=lambda run: run[1]["nll"], default=None)
+    best_ar, (name, bound, against), best_iw = min(ars), lowest(bounds), lowest(iws)
+    ar_words = f"the best AR test NLL ({best_ar[0]:.4f}, `models/{best_ar[1]}.npz`)"
+    verdict = (f"The tightest exact diffusion bound ({bound['nll']:.4f}, `models/{name}.npz`) is "
+               + versus_ar(bound, against, best_ar, ar_words))
     if best_iw is not None:
-        verdict += (f" The tightest bound on a denoiser's own NLL, over {best_iw[2]} random orders of "
-                    f"`models/{best_iw[1]}.npz` ({best_iw[0]:.4f}), is " + versus_ar(best_iw[0], best_ar[0], "it"))
+        name, iw, against = best_iw
+        verdict += (f" The tightest bound on a denoiser's own NLL, over {iw['orders']} random orders of "
+                    f"`models/{name}.npz` ({iw['nll']:.4f}), is " + versus_ar(iw, against, best_ar, "it"))
     return "\n\n".join(["\n".join(table), textwrap.fill(verdict, width=110), crossover_curves()])
 
 
-def versus_ar(bound, ar, ar_words):
-    """'above <ar_words> by .. nats/char (+..%): no crossover at this compute.' (or below it: the crossover)"""
-    gap = bound - ar
-    return (f"{'below' if gap < 0 else 'above'} {ar_words} by {abs(gap):.4f} nats/char ({100 * gap / ar:+.1f}%): "
-            + ("the crossover is reached." if gap < 0 else "no crossover at this compute."))
+def versus_ar(figure, against, best_ar, ar_words):
+    """'above <ar_words> by .. nats/char (+..%): no crossover at this compute.' (or below it: the crossover is
+    reached) for a diffusion figure. When compare.py paired the figure with that same AR (`against`: the AR
+    checkpoint it was given), the gap's paired se is given too, and a gap within twice it is called level."""
+    ar, gap = best_ar[0], figure["nll"] - best_ar[0]
+    same_ar = os.path.realpath(os.path.join(ROOT, against)) == os.path.realpath(
+        os.path.join(ROOT, "models", f"{best_ar[1]}.npz"))
+    se = figure["gap"]["se"] if same_ar and "gap" in figure else None
+    verdict = "the crossover is reached" if gap < 0 else "no crossover at this compute"
+    if se is not None and abs(gap) < 2 * se:
+        verdict = "level with it, within twice the paired se"
+    paired = "" if se is None else f", paired se {se:.4f}"
+    return f"{'below' if gap < 0 else 'above'} {ar_words} by {abs(gap):.4f} nats/char ({100 * gap / ar:+.1f}%" \
+        f"{paired}): {verdict}."
 
 
 def crossover_curves():
@@ -466,12 +483,12 @@ def shipped_sections(put):
             "models/wide/ar.npz" if shipped("wide/ar.npz") else "models/long60k/ar.npz", "models/wide/diffusion.npz",
             "models/wide/compare.json",
             ("Training", "Test likelihood", "Samples", "Learning curves")))
-    for run in LONGEST:                          # the longest denoisers against the AR bar, with the bound over orders
+    for run, orders in LONGEST.items():          # the longest denoisers against the AR bar, with the bound over orders
         if shipped("wide/ar.npz", f"{run}/diffusion.json"):  # the JSON is written when the run ends, not mid-run
             put(f"compare_{run}", compare_section(
                 "models/wide/ar.npz", f"models/{run}/diffusion.npz", f"models/{run}/compare.json",
                 ("Training", "Test likelihood", "Importance-weighted", "Samples", "Learning curves"),
-                ("--iw-orders", str(IW_ORDERS))))
+                ("--iw-orders", str(orders))))
     put("crossover", crossover_section())
     put("shipped_commands", shipped_commands())
     if shipped("tune/default.json", "tune/ar.json"):

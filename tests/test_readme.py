@@ -34,7 +34,7 @@ def test_file_table_matches_the_code():
 @pytest.mark.parametrize("name", ["results", "temperature", "contrast", "compare", "compare_long", "compare_long60k",
                                   "objectives", "long", "bench", "sampler", "tune", "tune_ar", "judged",
                                   "compare_wide", "crossover", "compare_crossover",
-                                  "compare_width192"])
+                                  "compare_width192", "compare_long200k"])
 def test_generated_sections_are_filled(name):
     body = section(name)
     assert body.startswith(("|", "**")) and body.count("\n") >= 2, \
@@ -47,6 +47,21 @@ def test_generated_sections_are_filled(name):
 def test_pictures_are_generated(name, says):
     body = section(name)
     assert body.startswith("```") and says in body, f"run python scripts/update_readme.py ({name})"
+
+
+def test_crossover_verdict_weighs_the_gap_by_its_paired_se(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
+    from update_readme import versus_ar
+    best_ar, bound = (1.87, "wide/ar"), dict(nll=1.8711, gap=dict(nll=0.0011, se=0.003))
+    assert versus_ar(bound, "models/wide/ar.npz", best_ar, "it") == \
+        "above it by 0.0011 nats/char (+0.1%, paired se 0.0030): level with it, within twice the paired se."
+    assert versus_ar(dict(bound, nll=1.86), "./models/wide/ar.npz", best_ar, "it") == \
+        "below it by 0.0100 nats/char (-0.5%, paired se 0.0030): the crossover is reached."
+    assert versus_ar(dict(bound, nll=1.88), "models/wide/ar.npz", best_ar, "it").endswith(
+        "(+0.5%, paired se 0.0030): no crossover at this compute.")
+    # paired with another AR: that se is not this gap's, so none is given
+    assert versus_ar(bound, "models/long60k/ar.npz", best_ar, "it") == \
+        "above it by 0.0011 nats/char (+0.1%): no crossover at this compute."
 
 
 def test_each_shipped_command_spells_out_its_models_shape():
