@@ -49,7 +49,7 @@ def test_compare_script_trains_loads_and_reports_each_models_settings(tmp_path):
     assert "| step | epochs | AR validation NLL | diffusion validation NELBO |" in r.stdout
     ar = float(re.search(r"\| AR \| NLL \(exact\) \| ([\d.]+) \|", r.stdout).group(1))
     ltr, gap = re.search(r"\| diffusion \| NLL of the left-to-right sampler \(exact\) \| ([\d.]+) \| [\d.]+ \| "
-                         r"[+-][\d.]+% \| ([+-][\d.]+) ± [\d.]+ \|", r.stdout).groups()  # paired with the AR, name by name
+                         r"[+-][\d.]+% \| ([+-][\d.]+) ± [\d.]+ \|", r.stdout).groups()  # paired with the AR
     assert float(gap) == pytest.approx(float(ltr) - ar, abs=2e-4)
     r = run_script("scripts/compare.py", "--ar-checkpoint", prefix + "_ar.npz", "--diffusion-checkpoint",
                    prefix + "_diffusion.npz", "--weight-decay", "0.3", "--iw-orders", "4",  # --weight-decay: no use
